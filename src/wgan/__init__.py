@@ -1,0 +1,1 @@
+"""WGAN pipeline library: prepared-data format, losses, models, training, sampling, evaluation."""

@@ -1,0 +1,89 @@
+"""The one place that decides distribution: strategy, global batch, per-replica slices.
+
+The global batch (``train.batch``) is fixed whatever the number of replicas; each
+replica gets ``global_batch / num_replicas`` examples and every loss is averaged
+against the global batch (``tf.nn.compute_average_loss``), because the optimizer
+sums gradients across replicas. Noise is drawn for the whole global batch from
+stateless seeds and each replica takes its slice, so N replicas see exactly the
+z and α one device would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+__all__ = [
+    "make_strategy",
+    "per_replica_batch",
+    "replica_slice",
+    "global_noise",
+    "is_chief",
+]
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """``auto``: MirroredStrategy on 2+ GPUs, else the default strategy.
+
+    ``mirrored``: all visible GPUs (all logical CPUs when there is no GPU).
+    ``multi_worker``: MultiWorkerMirroredStrategy configured from ``TF_CONFIG``.
+    ``one_device``: the first GPU, or the CPU.
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError(
+                "train.strategy 'multi_worker' needs TF_CONFIG (cluster + task) in the "
+                "environment of every worker; see README 'Multi-worker training'"
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    raise ValueError(f"unknown train.strategy {name!r}")
+
+
+def per_replica_batch(global_batch: int, strategy: tf.distribute.Strategy) -> int:
+    replicas = strategy.num_replicas_in_sync
+    if global_batch % replicas:
+        raise ValueError(
+            f"train.batch: value {global_batch} is not divisible by the {replicas} replicas; "
+            f"use a multiple of {replicas}"
+        )
+    return global_batch // replicas
+
+
+def replica_slice(global_value: tf.Tensor, axis: int = 0) -> tf.Tensor:
+    """This replica's contiguous share of a tensor built for the global batch."""
+    ctx = tf.distribute.get_replica_context()
+    replicas = ctx.num_replicas_in_sync
+    if replicas == 1:
+        return global_value
+    size = global_value.shape[axis] // replicas
+    begin = [0] * global_value.shape.rank
+    begin[axis] = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * size
+    sizes = list(global_value.shape)
+    sizes[axis] = size
+    return tf.slice(global_value, begin, sizes)
+
+
+def global_noise(kind: str, shape: list[int], seed: tf.Tensor, axis: int = 0) -> tf.Tensor:
+    """Stateless ``normal`` or ``uniform`` noise for the global batch, sliced for this replica."""
+    draw = tf.random.stateless_normal if kind == "normal" else tf.random.stateless_uniform
+    return replica_slice(draw(shape, seed=seed), axis)
+
+
+def is_chief() -> bool:
+    """True except on non-chief workers of a multi-worker cluster (they write no outputs)."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    task = config.get("task", {})
+    return task.get("type", "chief") == "chief" or (
+        task.get("type") == "worker" and task.get("index", 0) == 0
+        and "chief" not in config.get("cluster", {})
+    )

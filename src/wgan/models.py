@@ -1,0 +1,135 @@
+"""Generator and critic networks, sized from the prepared sample shape.
+
+``dcgan`` (Radford et al. 2015, arXiv:1511.06434): strided (transposed) convolutions
+between 4×4 (7×7 for 28×28) and the image size; BatchNorm in the generator with
+statistics synchronised across replicas, so N replicas compute what one device
+computes on the same global batch. The critic has no BatchNorm for wgan-gp/wgan-lp:
+it couples the samples of a batch, which breaks the per-sample penalty (Gulrajani et
+al. 2017, Sec. 4); ``critic_norm: layer`` is the allowed alternative.
+
+``mlp`` (WGAN_GP_MASK): generator z → 4096 leaky-ReLU → L sigmoid; critic
+L → 4096 → 1024 → 1 linear, for 1-D 0/1 masks.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from wgan.config import ModelConfig
+
+__all__ = ["build_models", "latent_dim", "model_arch", "ClipWeights"]
+
+
+def model_arch(config: ModelConfig, shape: tuple[int, ...]) -> str:
+    if config.arch != "auto":
+        return config.arch
+    return "dcgan" if len(shape) == 3 else "mlp"
+
+
+def latent_dim(config: ModelConfig, shape: tuple[int, ...]) -> int:
+    if config.z_dim is not None:
+        return config.z_dim
+    return 100 if model_arch(config, shape) == "dcgan" else 1000
+
+
+class ClipWeights(keras.constraints.Constraint):
+    """WGAN weight clipping to [-c, c], applied by the optimizer after every update.
+
+    Not the optimizer's ``clipvalue``, which clips gradients.
+    """
+
+    def __init__(self, clip: float):
+        self.clip = clip
+
+    def __call__(self, w):
+        return keras.ops.clip(w, -self.clip, self.clip)
+
+    def get_config(self):
+        return {"clip": self.clip}
+
+
+def _dcgan_plan(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(starting side, number of 2× up/down-sampling steps) for an image shape."""
+    h, w, _ = shape
+    if h != w:
+        raise ValueError(f"dcgan needs square images, got {h}×{w}; set data.*.resize")
+    side, steps = h, 0
+    while side % 2 == 0 and side > 7:
+        side //= 2
+        steps += 1
+    if steps < 2 or side not in (4, 7):
+        raise ValueError(f"dcgan supports sides 4·2^k (k≥2) or 28, got {h}")
+    return side, steps
+
+
+def _dcgan_generator(shape, z_dim: int, base: int) -> keras.Model:
+    side, steps = _dcgan_plan(shape)
+    channels = base * 2 ** (steps - 1)
+    z = keras.Input((z_dim,), name="z")
+    x = layers.Dense(side * side * channels, use_bias=False)(z)
+    x = layers.BatchNormalization(synchronized=True)(x)
+    x = layers.ReLU()(x)
+    x = layers.Reshape((side, side, channels))(x)
+    for i in range(steps - 1):
+        channels //= 2
+        x = layers.Conv2DTranspose(channels, 4, 2, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization(synchronized=True)(x)
+        x = layers.ReLU()(x)
+    x = layers.Conv2DTranspose(shape[-1], 4, 2, padding="same")(x)
+    out = layers.Activation("tanh", dtype="float32")(x)
+    return keras.Model(z, out, name="generator")
+
+
+def _critic_norm(kind: str):
+    if kind == "layer":
+        return layers.LayerNormalization(axis=[1, 2, 3])
+    if kind == "batch":
+        return layers.BatchNormalization(synchronized=True)
+    return None
+
+
+def _dcgan_critic(shape, base: int, norm: str, constraint) -> keras.Model:
+    _, steps = _dcgan_plan(shape)
+    kw = dict(kernel_constraint=constraint, bias_constraint=constraint)
+    x_in = keras.Input(shape, name="x")
+    x = x_in
+    for i in range(steps):
+        x = layers.Conv2D(base * 2**i, 4, 2, padding="same", **kw)(x)
+        norm_layer = _critic_norm(norm) if i > 0 else None
+        if norm_layer is not None:
+            x = norm_layer(x)
+        x = layers.LeakyReLU(0.2)(x)
+    x = layers.Flatten()(x)
+    out = layers.Dense(1, dtype="float32", **kw)(x)
+    return keras.Model(x_in, out, name="critic")
+
+
+def _mlp_generator(length: int, z_dim: int, hidden: int) -> keras.Model:
+    z = keras.Input((z_dim,), name="z")
+    x = layers.LeakyReLU(0.2)(layers.Dense(hidden)(z))
+    out = layers.Dense(length, activation="sigmoid", dtype="float32")(x)
+    return keras.Model(z, out, name="generator")
+
+
+def _mlp_critic(length: int, hidden: int, constraint) -> keras.Model:
+    kw = dict(kernel_constraint=constraint, bias_constraint=constraint)
+    x_in = keras.Input((length,), name="x")
+    x = layers.LeakyReLU(0.2)(layers.Dense(hidden, **kw)(x_in))
+    x = layers.LeakyReLU(0.2)(layers.Dense(max(1, hidden // 4), **kw)(x))
+    out = layers.Dense(1, dtype="float32", **kw)(x)
+    return keras.Model(x_in, out, name="critic")
+
+
+def build_models(
+    config: ModelConfig, shape: tuple[int, ...], clip: float | None = None
+) -> tuple[keras.Model, keras.Model]:
+    """(generator, critic) for samples of ``shape``; ``clip`` adds WGAN weight clipping."""
+    constraint = ClipWeights(clip) if clip is not None else None
+    z_dim = latent_dim(config, shape)
+    if model_arch(config, shape) == "mlp":
+        (length,) = shape
+        return (_mlp_generator(length, z_dim, config.mlp_hidden),
+                _mlp_critic(length, config.mlp_hidden, constraint))
+    return (_dcgan_generator(shape, z_dim, config.base_channels),
+            _dcgan_critic(shape, config.base_channels, config.critic_norm, constraint))

@@ -1,0 +1,149 @@
+"""One critic update and one generator update, for any variant, under any strategy.
+
+The variant picks a loss and a penalty by name (:data:`VARIANT_PARTS`); the critic
+loss is always ``adversarial + penalty_weight * penalty``, built per example and
+averaged against the global batch. Each replica function is wrapped once in a
+``tf.function`` that runs it on every replica and sums the per-replica metrics,
+so the returned numbers are global means. Inputs are tensors only (no retracing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+from wgan.config import TrainConfig
+from wgan.distribution import global_noise
+from wgan.losses import get_loss
+from wgan.penalties import get_penalty, interpolates, perturbed
+
+__all__ = ["VARIANT_PARTS", "TrainSteps", "make_train_steps"]
+
+# variant -> (loss name, penalty name)
+VARIANT_PARTS = {
+    "gan": ("non_saturating", "none"),
+    "wgan": ("wasserstein", "none"),
+    "wgan-gp": ("wasserstein", "gp"),
+    "wgan-lp": ("wasserstein", "lp"),
+}
+
+
+@dataclass
+class TrainSteps:
+    critic_step: object  # (real PerReplica batch, seed [2] int64) -> metrics dict
+    generator_step: object  # (seed [2] int64) -> metrics dict
+
+
+def _seeds(seed: tf.Tensor, n: int) -> list[tf.Tensor]:
+    """Independent stateless seeds for the n noise tensors of one step."""
+    return list(tf.unstack(tf.random.experimental.stateless_split(seed, n)))
+
+
+def make_train_steps(
+    strategy: tf.distribute.Strategy,
+    generator: keras.Model,
+    critic: keras.Model,
+    g_opt: keras.optimizers.Optimizer,
+    c_opt: keras.optimizers.Optimizer,
+    train: TrainConfig,
+    z_dim: int,
+    ema: list[tf.Variable] | None = None,
+) -> TrainSteps:
+    """Build the two distributed step functions for a resolved ``train`` config."""
+    loss_name, penalty_name = VARIANT_PARTS[train.variant]
+    loss, penalty = get_loss(loss_name), get_penalty(penalty_name)
+    batch = train.batch
+    weight = train.penalty_weight or 0.0
+    perturb = train.variant == "wgan-lp" and train.lp_sampling == "perturb"
+    # XLA compiles the loss-and-gradient math of a single replica. With several replicas
+    # the synchronised BatchNorm all-reduce cannot sit inside a nested tf.function, so
+    # the math stays in the outer (non-XLA) function there.
+    if train.jit_compile and strategy.num_replicas_in_sync == 1:
+        compiled = tf.function(jit_compile=True)
+    else:
+        def compiled(fn):
+            return fn
+
+    def average(per_example: tf.Tensor) -> tf.Tensor:
+        return tf.nn.compute_average_loss(per_example, global_batch_size=batch)
+
+    def penalty_points(real, fake, seed):
+        if perturb:
+            # Global noise [2, B, ...] sliced on the batch axis keeps reals first.
+            noise = global_noise("normal", [2, batch, *real.shape[1:]], seed, axis=1)
+            return perturbed(real, fake, tf.reshape(noise, [-1, *real.shape[1:]]), train.perturb)
+        return interpolates(real, fake, global_noise("uniform", [batch], seed))
+
+    @compiled
+    def critic_grads(real, seed):
+        z_seed, point_seed = _seeds(seed, 2)
+        z = global_noise("normal", [batch, z_dim], z_seed)
+        fake = tf.stop_gradient(generator(z, training=True))
+        real = tf.cast(real, fake.dtype)
+        with tf.GradientTape() as tape:
+            d_real = critic(real, training=True)
+            d_fake = critic(fake, training=True)
+            adversarial = loss.critic(d_real, d_fake)
+            points = penalty_points(real, fake, point_seed)
+            pen, norms = penalty(critic, points)
+            # Fold the 2B perturbed points back onto the B examples they came from.
+            pen = tf.reduce_mean(tf.reshape(pen, [-1, tf.shape(adversarial)[0]]), axis=0)
+            total = average(adversarial + weight * pen)
+            scaled = c_opt.scale_loss(total)
+        grads = tape.gradient(scaled, critic.trainable_variables)
+        metrics = {
+            "critic_loss": total,
+            "wasserstein": -average(adversarial),
+            "penalty": average(pen),
+            "grad_norm": tf.reduce_sum(norms) / tf.cast(tf.size(norms), tf.float32)
+            / tf.cast(tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32),
+        }
+        return grads, metrics
+
+    @compiled
+    def generator_grads(seed):
+        z = global_noise("normal", [batch, z_dim], seed)
+        with tf.GradientTape() as tape:
+            fake = generator(z, training=True)
+            total = average(loss.generator(critic(fake, training=True)))
+            scaled = g_opt.scale_loss(total)
+        return tape.gradient(scaled, generator.trainable_variables), {"generator_loss": total}
+
+    def clip(grads):
+        if train.grad_clip is None:
+            return grads
+        # Clip the *summed* gradient: sum across replicas here, then divide so the
+        # optimizer's own all-reduce restores the clipped sum exactly.
+        ctx = tf.distribute.get_replica_context()
+        summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        clipped, _ = tf.clip_by_global_norm(summed, train.grad_clip)
+        return [g / ctx.num_replicas_in_sync for g in clipped]
+
+    def critic_replica(real, seed):
+        grads, metrics = critic_grads(real, seed)
+        c_opt.apply(clip(grads), critic.trainable_variables)
+        return metrics
+
+    def generator_replica(seed):
+        grads, metrics = generator_grads(seed)
+        g_opt.apply(clip(grads), generator.trainable_variables)
+        if ema is not None:
+            for average_var, var in zip(ema, generator.weights, strict=True):
+                average_var.assign(train.ema * average_var + (1.0 - train.ema) * var)
+        return metrics
+
+    def summed(per_replica: dict) -> dict:
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in per_replica.items()}
+
+    @tf.function
+    def critic_step(real, seed):
+        return summed(strategy.run(critic_replica, args=(real, seed)))
+
+    @tf.function
+    def generator_step(seed):
+        return summed(strategy.run(generator_replica, args=(seed,)))
+
+    return TrainSteps(critic_step, generator_step)
