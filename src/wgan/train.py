@@ -1,0 +1,253 @@
+"""Train one GAN variant: config → distribution → data → models → restore → loop → save.
+
+Read it top to bottom. The host syncs with the device only when it logs (every
+``train.log_every`` steps), samples, checks masks or checkpoints; until then the
+per-step metric tensors are kept and written together, so every step still gets a
+row in the curves and every loss is checked for NaN/Inf before a checkpoint is saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from wgan.config import Params, resolve_train, to_dict
+from wgan.distribution import is_chief, make_strategy, per_replica_batch
+from wgan.metrics.masks import is_valid_mask
+from wgan.models import build_models, latent_dim
+from wgan.prepared import PreparedMeta, read_meta, to_uint8, training_stream
+from wgan.steps import make_train_steps
+from wgan.training_log import TrainingLog
+from wgan.visualize import sample_grid, save_gif, save_png
+
+__all__ = ["TrainOutputs", "NonFiniteLossError", "train", "critic_iterations", "fingerprint"]
+
+# Knobs that change how a run is watched, not what it computes: a checkpoint written
+# with other values of these can still be resumed.
+_COSMETIC = ("steps", "log_every", "sample_every", "checkpoint_every", "check_every",
+             "stop_when_valid", "strategy")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or Inf; training stops and the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class TrainOutputs:
+    models: Path  # generator.keras, critic.keras, train_config.json
+    checkpoints: Path
+    metrics: Path  # train.json
+    curves: Path  # per-step TSV (DVC plots)
+    logs: Path  # TensorBoard
+    progress: Path  # fixed-noise grids and progress.gif
+
+    @classmethod
+    def under(cls, root: str | Path) -> TrainOutputs:
+        """The standard layout below one directory (used by tests and benchmarks)."""
+        root = Path(root)
+        return cls(root / "models", root / "models/checkpoints", root / "metrics/train.json",
+                   root / "metrics/train_curves.tsv", root / "logs/train",
+                   root / "reports/train")
+
+
+def critic_iterations(step: int, n_critic: int, warmup: bool) -> int:
+    """Critic updates before generator step ``step``.
+
+    With warmup, the WGAN paper's schedule (Arjovsky et al. 2017, reference code):
+    100 critic iterations for the first 25 generator iterations and at every 500th.
+    """
+    if warmup and (step < 25 or step % 500 == 0):
+        return 100
+    return n_critic
+
+
+def fingerprint(params: Params, meta: PreparedMeta) -> str:
+    """Hash of everything that determines the weights (resolved train, model, data, seed)."""
+    train = resolve_train(params.train)
+    cosmetic = [k for k in _COSMETIC if not (k == "steps" and train.lr_decay)]
+    train_dict = {k: v for k, v in to_dict(train).items() if k not in cosmetic}
+    blob = json.dumps({"train": train_dict, "model": to_dict(params.model), "seed": params.seed,
+                       "data": meta.sha256, "data_params": meta.params}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _make_optimizer(train, mixed_precision: bool) -> keras.optimizers.Optimizer:
+    if train.optimizer == "adam":
+        opt = keras.optimizers.Adam(train.lr, beta_1=train.beta1, beta_2=train.beta2)
+    else:
+        opt = keras.optimizers.RMSprop(train.lr)
+    return keras.optimizers.LossScaleOptimizer(opt) if mixed_precision else opt
+
+
+def _restore_or_start(manager: tf.train.CheckpointManager, directory: Path, print_fn,
+                      expected: str) -> None:
+    """Resume from the newest checkpoint written under the same fingerprint, else start fresh."""
+    stamp = directory / "fingerprint.json"
+    found = json.loads(stamp.read_text())["fingerprint"] if stamp.is_file() else None
+    if manager.latest_checkpoint and found == expected:
+        manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        print_fn(f"resuming from {manager.latest_checkpoint}")
+        return
+    if manager.latest_checkpoint:
+        print_fn(f"checkpoint in {directory} was written under different params; "
+                 "starting fresh (it is replaced at the first save)")
+        for path in manager.checkpoints:
+            for file in Path(path).parent.glob(Path(path).name + ".*"):
+                file.unlink()
+        (directory / "checkpoint").unlink(missing_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"fingerprint": expected}))
+
+
+def _output_dirs(out: TrainOutputs) -> TrainOutputs:
+    """Non-chief workers of a cluster write to a throwaway directory."""
+    if is_chief():
+        return out
+    return TrainOutputs.under(tempfile.mkdtemp(prefix="wgan-worker-"))
+
+
+def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
+    """Train ``params.train.variant`` on the prepared data; write models, metrics and logs."""
+    # -- config -----------------------------------------------------------------------
+    cfg = resolve_train(params.train)
+    meta = read_meta(prepared_dir)
+    out = _output_dirs(out)
+    if not tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.enable_op_determinism()  # same seed, same losses on CPU
+    keras.utils.set_random_seed(params.seed)
+    if cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    # -- distribution: one strategy, global batch fixed, per-replica share derived ----
+    strategy = make_strategy(cfg.strategy)
+    per_replica_batch(cfg.batch, strategy)
+    z_dim = latent_dim(params.model, meta.shape)
+
+    # -- models, optimizers and everything checkpointed, inside the strategy scope ----
+    with strategy.scope():
+        generator, critic = build_models(params.model, meta.shape, cfg.clip)
+        g_opt = _make_optimizer(cfg, cfg.mixed_precision)
+        c_opt = _make_optimizer(cfg, cfg.mixed_precision)
+        # Keras 3 builds optimizer slots lazily, which fails inside a distributed tf.function.
+        g_opt.build(generator.trainable_variables)
+        c_opt.build(critic.trainable_variables)
+        ema_generator = None
+        if cfg.ema is not None:
+            ema_generator, _ = build_models(params.model, meta.shape)
+            ema_generator.set_weights(generator.get_weights())
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        examples_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples_seen")
+    tracked = dict(generator=generator, critic=critic, g_opt=g_opt, c_opt=c_opt, step=step,
+                   examples_seen=examples_seen)
+    if ema_generator is not None:
+        tracked["ema_generator"] = ema_generator
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(**tracked), str(out.checkpoints),
+                                         max_to_keep=2)
+    _restore_or_start(manager, out.checkpoints, tqdm.write, fingerprint(params, meta))
+    start = int(step.numpy())
+
+    # -- data: a deterministic stream that resumes at the example it stopped at -------
+    def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        return training_stream(prepared_dir, cfg.batch, seed=params.seed,
+                               start=int(examples_seen.numpy()), input_context=ctx)
+
+    data = iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+    # -- compiled steps ---------------------------------------------------------------
+    steps = make_train_steps(strategy, generator, critic, g_opt, c_opt, cfg, z_dim,
+                             ema=ema_generator.weights if ema_generator else None)
+    sampler = ema_generator or generator
+    fixed_z = tf.random.stateless_normal([100, z_dim], seed=[params.seed, 7])
+    log = TrainingLog(out.curves, out.logs, resume_at=start, chief=is_chief())
+
+    def fixed_samples() -> np.ndarray:
+        return to_uint8(sampler(fixed_z, training=False).numpy(), meta.is_image)
+
+    def check_finite_and_log() -> None:
+        bad = log.flush()
+        if bad:
+            at, name, value = bad
+            raise NonFiniteLossError(
+                f"step {at}: {name} is {value}; stopped. The last good checkpoint is "
+                f"{manager.latest_checkpoint or '(none yet)'}; lower train.lr or set "
+                "train.grad_clip")
+
+    # -- loop ---------------------------------------------------------------------------
+    t0, seen0 = time.perf_counter(), int(examples_seen.numpy())
+    bar = tqdm(total=cfg.steps, initial=start, unit="step", disable=not is_chief(),
+               dynamic_ncols=True)
+    stopped_early = False
+    lr0 = cfg.lr
+    for s in range(start, cfg.steps):
+        if cfg.lr_decay:
+            for opt in (g_opt, c_opt):
+                opt.learning_rate.assign(lr0 * (1.0 - s / cfg.steps))
+        n_critic = critic_iterations(s, cfg.n_critic, cfg.critic_warmup)
+        for k in range(n_critic):
+            c_metrics = steps.critic_step(next(data), tf.constant([params.seed, s * 1024 + k],
+                                                                  tf.int64))
+        for k in range(cfg.g_steps):
+            g_metrics = steps.generator_step(tf.constant([params.seed, s * 1024 + 1000 + k],
+                                                         tf.int64))
+        examples_seen.assign_add(n_critic * cfg.batch)
+        step.assign(s + 1)
+        log.append(s + 1, {**c_metrics, **g_metrics, "lr": g_opt.learning_rate})
+        bar.update(1)
+        done = s + 1 == cfg.steps
+        if (s + 1) % cfg.log_every == 0 or done:
+            check_finite_and_log()
+            bar.set_postfix(log.last_summary(), refresh=False)
+        if (s + 1) % cfg.sample_every == 0 or done:
+            grid = sample_grid(fixed_samples())
+            log.image(s + 1, grid)
+            save_png(grid, out.progress / f"grid-{s + 1:06d}.png", scale=2)
+        if (s + 1) % cfg.checkpoint_every == 0 or done:
+            check_finite_and_log()
+            manager.save(checkpoint_number=s + 1)
+        if cfg.stop_when_valid and not meta.is_image and (s + 1) % cfg.check_every == 0:
+            if is_valid_mask(fixed_samples()).all():
+                tqdm.write(f"step {s + 1}: every fixed-noise mask is valid; stopping early")
+                check_finite_and_log()
+                manager.save(checkpoint_number=s + 1)
+                stopped_early = True
+                break
+    bar.close()
+    wall = time.perf_counter() - t0
+
+    # -- save -----------------------------------------------------------------------------
+    out.models.mkdir(parents=True, exist_ok=True)
+    sampler.save(out.models / "generator.keras")
+    critic.save(out.models / "critic.keras")
+    resolved = {**to_dict(params), "train": to_dict(cfg)}
+    (out.models / "train_config.json").write_text(json.dumps(resolved, indent=2))
+    grids = sorted(out.progress.glob("grid-*.png"))
+    save_gif(grids, out.progress / "progress.gif")
+    last = log.last_values()
+    summary = {
+        "variant": cfg.variant,
+        "steps": int(step.numpy()),
+        "stopped_early": stopped_early,
+        "critic_loss": last.get("critic_loss"),
+        "generator_loss": last.get("generator_loss"),
+        "wasserstein": last.get("wasserstein"),
+        "penalty": last.get("penalty"),
+        "wall_time_s": round(wall, 3),
+        "images_per_s": round((int(examples_seen.numpy()) - seen0) / max(wall, 1e-9), 1),
+        "replicas": strategy.num_replicas_in_sync,
+    }
+    out.metrics.parent.mkdir(parents=True, exist_ok=True)
+    out.metrics.write_text(json.dumps(summary, indent=2))
+    log.close()
+    if not is_chief():
+        shutil.rmtree(out.models.parent, ignore_errors=True)
+    return summary

@@ -1,0 +1,79 @@
+"""Per-step training curves: a TSV for DVC plots and TensorBoard scalars and images.
+
+Rows are appended as device tensors and converted only in :meth:`TrainingLog.flush`,
+so logging never forces a host sync inside the loop. ``flush`` also reports the first
+non-finite value, which is how the NaN guard names the step and the loss.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["TrainingLog", "CURVE_COLUMNS"]
+
+CURVE_COLUMNS = ("step", "critic_loss", "generator_loss", "wasserstein", "penalty",
+                 "grad_norm", "lr")
+
+
+class TrainingLog:
+    def __init__(self, curves: Path, logdir: Path, resume_at: int = 0, chief: bool = True):
+        self.curves = Path(curves)
+        self.pending: list[tuple[int, dict]] = []
+        self.last: dict[str, float] = {}
+        self.chief = chief
+        self._keep_rows_up_to(resume_at)
+        self.writer = tf.summary.create_file_writer(str(logdir)) if chief else None
+
+    def _keep_rows_up_to(self, step: int) -> None:
+        """On resume, drop rows a killed run wrote after its last checkpoint."""
+        rows = []
+        if step > 0 and self.curves.is_file():
+            rows = [r for r in self.curves.read_text().splitlines()[1:]
+                    if int(r.split("\t")[0]) <= step]
+        self.curves.parent.mkdir(parents=True, exist_ok=True)
+        self.curves.write_text("\t".join(CURVE_COLUMNS) + "\n" + "".join(r + "\n" for r in rows))
+
+    def append(self, step: int, metrics: dict) -> None:
+        self.pending.append((step, metrics))
+
+    def flush(self) -> tuple[int, str, float] | None:
+        """Write pending rows; return (step, name, value) of the first non-finite loss."""
+        lines = []
+        for step, metrics in self.pending:
+            values = {k: float(np.asarray(v)) for k, v in metrics.items()}
+            bad = next(((k, v) for k, v in values.items() if not math.isfinite(v)), None)
+            if bad:
+                self.pending = []
+                return step, bad[0], bad[1]
+            self.last = {"step": step, **values}
+            lines.append("\t".join([str(step)] + [f"{values[c]:.6g}" for c in CURVE_COLUMNS[1:]]))
+            if self.writer is not None:
+                with self.writer.as_default(step=step):
+                    for name, value in values.items():
+                        tf.summary.scalar(name, value)
+        self.pending = []
+        if self.chief and lines:
+            with self.curves.open("a") as f:
+                f.write("\n".join(lines) + "\n")
+        return None
+
+    def image(self, step: int, grid: np.ndarray) -> None:
+        if self.writer is not None:
+            picture = grid[..., None] if grid.ndim == 2 else grid
+            with self.writer.as_default(step=step):
+                tf.summary.image("fixed_noise_samples", picture[None], max_outputs=1)
+
+    def last_summary(self) -> dict[str, str]:
+        keys = ("critic_loss", "generator_loss", "wasserstein")
+        return {k: f"{self.last[k]:.3g}" for k in keys if k in self.last}
+
+    def last_values(self) -> dict[str, float]:
+        return dict(self.last)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
