@@ -111,28 +111,32 @@ def make_train_steps(
             scaled = g_opt.scale_loss(total)
         return tape.gradient(scaled, generator.trainable_variables), {"generator_loss": total}
 
-    def clip(grads):
+    replicas = strategy.num_replicas_in_sync
+
+    def clip_summed(grads):
+        """Clip the gradient the optimizer will apply: the sum over replicas.
+
+        Runs in cross-replica context between the gradient and the update. The result
+        is divided by the replica count because the optimizer sums it again.
+        """
         if train.grad_clip is None:
             return grads
-        # Clip the *summed* gradient: sum across replicas here, then divide so the
-        # optimizer's own all-reduce restores the clipped sum exactly.
-        ctx = tf.distribute.get_replica_context()
-        summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        summed = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
         clipped, _ = tf.clip_by_global_norm(summed, train.grad_clip)
-        return [g / ctx.num_replicas_in_sync for g in clipped]
+        return [g / replicas for g in clipped]
 
-    def critic_replica(real, seed):
-        grads, metrics = critic_grads(real, seed)
-        c_opt.apply(clip(grads), critic.trainable_variables)
-        return metrics
+    def local(grads):
+        # Clipped gradients arrive as one host tensor; copy them onto this replica's device.
+        return [tf.identity(g) for g in grads]
 
-    def generator_replica(seed):
-        grads, metrics = generator_grads(seed)
-        g_opt.apply(clip(grads), generator.trainable_variables)
+    def apply_critic(grads):
+        c_opt.apply(local(grads), critic.trainable_variables)
+
+    def apply_generator(grads):
+        g_opt.apply(local(grads), generator.trainable_variables)
         if ema is not None:
             for average_var, var in zip(ema, generator.weights, strict=True):
                 average_var.assign(train.ema * average_var + (1.0 - train.ema) * var)
-        return metrics
 
     def summed(per_replica: dict) -> dict:
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
@@ -140,10 +144,14 @@ def make_train_steps(
 
     @tf.function
     def critic_step(real, seed):
-        return summed(strategy.run(critic_replica, args=(real, seed)))
+        grads, metrics = strategy.run(critic_grads, args=(real, seed))
+        strategy.run(apply_critic, args=(clip_summed(grads),))
+        return summed(metrics)
 
     @tf.function
     def generator_step(seed):
-        return summed(strategy.run(generator_replica, args=(seed,)))
+        grads, metrics = strategy.run(generator_grads, args=(seed,))
+        strategy.run(apply_generator, args=(clip_summed(grads),))
+        return summed(metrics)
 
     return TrainSteps(critic_step, generator_step)

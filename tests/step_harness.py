@@ -1,0 +1,74 @@
+"""Run k training steps of a tiny model on fixed data under any strategy (tests only).
+
+The same global batches and the same seeds are fed whatever the strategy, each replica
+taking its contiguous slice, so results can be compared across replica counts. Run as a
+script it is one worker of a multi-worker test and saves its final weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from wgan.config import parse_params, resolve_train
+from wgan.models import build_models, latent_dim
+from wgan.steps import make_train_steps
+
+SHAPE = (28, 28, 1)
+
+
+def tiny_params(variant: str, **train):
+    return parse_params({
+        "train": {"variant": variant, "batch": 8, "jit_compile": False, **train},
+        "model": {"base_channels": 4, "z_dim": 8},
+    })
+
+
+def run_steps(strategy, variant: str, k: int = 2, **train) -> tuple[dict, dict]:
+    """Weights {"critic": [...], "generator": [...]} and the last step's metrics."""
+    params = tiny_params(variant, **train)
+    cfg = resolve_train(params.train)
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        generator, critic = build_models(params.model, SHAPE, cfg.clip)
+        make = (lambda: keras.optimizers.Adam(cfg.lr, cfg.beta1, cfg.beta2)) \
+            if cfg.optimizer == "adam" else (lambda: keras.optimizers.RMSprop(cfg.lr))
+        g_opt, c_opt = make(), make()
+        g_opt.build(generator.trainable_variables)
+        c_opt.build(critic.trainable_variables)
+    steps = make_train_steps(strategy, generator, critic, g_opt, c_opt, cfg,
+                             latent_dim(params.model, SHAPE))
+    rng = np.random.default_rng(0)
+    replicas = strategy.num_replicas_in_sync
+    metrics = {}
+    for i in range(k):
+        real = rng.uniform(-1, 1, (cfg.batch, *SHAPE)).astype(np.float32)
+        share = cfg.batch // replicas
+
+        def slice_for(ctx, real=real, share=share):
+            r = ctx.replica_id_in_sync_group
+            return real[r * share:(r + 1) * share]
+
+        batch = strategy.experimental_distribute_values_from_function(slice_for)
+        c = steps.critic_step(batch, tf.constant([0, 2 * i], tf.int64))
+        g = steps.generator_step(tf.constant([0, 2 * i + 1], tf.int64))
+        metrics = {name: float(v) for name, v in {**c, **g}.items()}
+    weights = {"critic": [w.numpy() for w in critic.weights],
+               "generator": [w.numpy() for w in generator.weights]}
+    return weights, metrics
+
+
+if __name__ == "__main__":
+    variant, out = sys.argv[1], sys.argv[2]
+    strategy = (tf.distribute.MultiWorkerMirroredStrategy() if "TF_CONFIG" in os.environ
+                else tf.distribute.get_strategy())
+    weights, metrics = run_steps(strategy, variant)
+    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0)
+    np.savez(f"{out}-{task}.npz", *weights["critic"], *weights["generator"])
+    with open(f"{out}-{task}.json", "w") as f:
+        json.dump({"metrics": metrics, "replicas": strategy.num_replicas_in_sync}, f)

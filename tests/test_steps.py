@@ -1,0 +1,118 @@
+"""Training steps: replica equivalence, weight clipping, mixed precision, multi-worker."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from step_harness import run_steps
+
+from wgan.steps import VARIANT_PARTS
+
+VARIANTS = sorted(VARIANT_PARTS)
+
+
+def _flat(weights):
+    return weights["critic"] + weights["generator"] if isinstance(weights, dict) else weights
+
+
+def _max_diff(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(_flat(a), _flat(b), strict=True))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_two_replicas_match_one_device(variant):
+    one, m1 = run_steps(tf.distribute.get_strategy(), variant, k=3)
+    two, m2 = run_steps(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), variant, k=3)
+    assert _max_diff(one, two) < 1e-5
+    for name in m1:
+        assert m1[name] == pytest.approx(m2[name], rel=1e-4, abs=1e-6), name
+    # The step must actually have changed the weights, or equality proves nothing.
+    untrained, _ = run_steps(tf.distribute.get_strategy(), variant, k=0)
+    assert _max_diff(one, untrained) > 1e-6
+
+
+def test_grad_clip_is_global_over_replicas():
+    one, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp", grad_clip=0.01)
+    two, _ = run_steps(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), "wgan-gp",
+                       grad_clip=0.01)
+    unclipped, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp")
+    assert _max_diff(one, two) < 1e-5
+    assert _max_diff(one, unclipped) > 1e-6
+
+
+@pytest.mark.parametrize("devices", [None, ["/cpu:0", "/cpu:1"]])
+def test_wgan_critic_weights_are_clipped(devices):
+    strategy = tf.distribute.MirroredStrategy(devices) if devices else tf.distribute.get_strategy()
+    weights, _ = run_steps(strategy, "wgan", k=1, clip=0.005)
+    assert max(float(np.max(np.abs(w))) for w in weights["critic"]) <= 0.005 + 1e-7
+    # Without clipping the same step leaves weights outside ±0.005 (init is wider).
+    free, _ = run_steps(strategy, "wgan-gp", k=1)
+    assert max(float(np.max(np.abs(w))) for w in free["critic"]) > 0.005
+
+
+def test_mixed_precision_step_runs_and_reduces_in_float32():
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        from wgan.config import resolve_train
+        from wgan.models import build_models
+        from wgan.steps import make_train_steps
+        from step_harness import tiny_params
+
+        params = tiny_params("wgan-gp", mixed_precision=True)
+        cfg = resolve_train(params.train)
+        g, c = build_models(params.model, (28, 28, 1))
+        g_opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-4))
+        c_opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-4))
+        g_opt.build(g.trainable_variables)
+        c_opt.build(c.trainable_variables)
+        steps = make_train_steps(tf.distribute.get_strategy(), g, c, g_opt, c_opt, cfg, 8)
+        assert g.layers[2].compute_dtype == "float16"
+        before = [w.numpy().copy() for w in c.trainable_weights]
+        real = tf.random.uniform([8, 28, 28, 1], -1, 1)
+        m = steps.critic_step(real, tf.constant([0, 1], tf.int64))
+        steps.generator_step(tf.constant([0, 2], tf.int64))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert all(v.dtype == tf.float32 for v in m.values())
+    assert all(np.isfinite(float(v)) for v in m.values())
+    assert float(m["penalty"]) > 0
+    assert any(np.any(b != a.numpy()) for b, a in zip(before, c.trainable_weights, strict=True))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_worker_cluster_matches_single_process(tmp_path):
+    harness = Path(__file__).parent / "step_harness.py"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    single = subprocess.run([sys.executable, str(harness), "wgan-gp", str(tmp_path / "single")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        procs.append(subprocess.Popen(
+            [sys.executable, str(harness), "wgan-gp", str(tmp_path / "cluster")],
+            env={**env, "TF_CONFIG": json.dumps(tf_config)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    ref = np.load(tmp_path / "single-0.npz")
+    info = json.loads((tmp_path / "cluster-0.json").read_text())
+    assert info["replicas"] == 2
+    for index in range(2):
+        got = np.load(tmp_path / f"cluster-{index}.npz")
+        assert _max_diff([ref[k] for k in ref.files], [got[k] for k in ref.files]) < 1e-5
