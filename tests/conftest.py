@@ -18,3 +18,56 @@ _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
+
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from wgan.prepared import Source, write_prepared  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small enough for a CPU test, large enough to exercise every part of the loop.
+TINY_TRAIN = {"steps": 6, "batch": 8, "log_every": 2, "sample_every": 3, "checkpoint_every": 2}
+TINY_MODEL = {"base_channels": 4, "z_dim": 8}
+
+
+def digit_blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled 28×28×1 uint8 images: class c is a bright square at a class-dependent place."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    x = rng.integers(0, 40, (n, 28, 28, 1)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        r, k = divmod(int(c), 4)
+        x[i, 2 + 8 * r: 8 + 8 * r, 2 + 6 * k: 8 + 6 * k] = 255
+    return x, labels
+
+
+def write_digit_dataset(path: Path, n_train: int = 64, n_test: int = 32) -> Path:
+    splits = {}
+    for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
+        x, y = digit_blobs(n, seed)
+        splits[split] = list(zip(x, y.tolist(), strict=True))
+    source = Source("mnist", (28, 28, 1), 10, splits, {"blobs": "synthetic"},
+                    {"train": n_train, "test": n_test})
+    write_prepared(source, path, 2, {"name": "mnist"})
+    return path
+
+
+def write_params(directory: Path, **sections) -> Path:
+    """params.yaml = the repository's, with the given sections' keys overridden."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            params[section].update(values)
+        else:
+            params[section] = values
+    path = directory / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def digits(tmp_path) -> Path:
+    return write_digit_dataset(tmp_path / "data/prepared/mnist")

@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from step_harness import run_steps
+from step_harness import run_steps, tiny_params
 
-from wgan.steps import VARIANT_PARTS
+from wgan.config import resolve_train
+from wgan.models import build_models
+from wgan.steps import VARIANT_PARTS, make_train_steps
 
 VARIANTS = sorted(VARIANT_PARTS)
 
@@ -57,15 +60,8 @@ def test_wgan_critic_weights_are_clipped(devices):
 
 
 def test_mixed_precision_step_runs_and_reduces_in_float32():
-    import keras
-
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        from wgan.config import resolve_train
-        from wgan.models import build_models
-        from wgan.steps import make_train_steps
-        from step_harness import tiny_params
-
         params = tiny_params("wgan-gp", mixed_precision=True)
         cfg = resolve_train(params.train)
         g, c = build_models(params.model, (28, 28, 1))

@@ -71,7 +71,7 @@ def _dcgan_generator(shape, z_dim: int, base: int) -> keras.Model:
     x = layers.BatchNormalization(synchronized=True)(x)
     x = layers.ReLU()(x)
     x = layers.Reshape((side, side, channels))(x)
-    for i in range(steps - 1):
+    for _ in range(steps - 1):
         channels //= 2
         x = layers.Conv2DTranspose(channels, 4, 2, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization(synchronized=True)(x)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ __all__ = ["TrainOutputs", "NonFiniteLossError", "train", "critic_iterations", "
 # with other values of these can still be resumed.
 _COSMETIC = ("steps", "log_every", "sample_every", "checkpoint_every", "check_every",
              "stop_when_valid", "strategy")
+
+
+def _say(message: str) -> None:
+    """A status line on stderr that does not break the progress bar."""
+    tqdm.write(message, file=sys.stderr)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -89,17 +95,17 @@ def _make_optimizer(train, mixed_precision: bool) -> keras.optimizers.Optimizer:
     return keras.optimizers.LossScaleOptimizer(opt) if mixed_precision else opt
 
 
-def _restore_or_start(manager: tf.train.CheckpointManager, directory: Path, print_fn,
+def _restore_or_start(manager: tf.train.CheckpointManager, directory: Path,
                       expected: str) -> None:
     """Resume from the newest checkpoint written under the same fingerprint, else start fresh."""
     stamp = directory / "fingerprint.json"
     found = json.loads(stamp.read_text())["fingerprint"] if stamp.is_file() else None
     if manager.latest_checkpoint and found == expected:
         manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print_fn(f"resuming from {manager.latest_checkpoint}")
+        _say(f"resuming from {manager.latest_checkpoint}")
         return
     if manager.latest_checkpoint:
-        print_fn(f"checkpoint in {directory} was written under different params; "
+        _say(f"checkpoint in {directory} was written under different params; "
                  "starting fresh (it is replaced at the first save)")
         for path in manager.checkpoints:
             for file in Path(path).parent.glob(Path(path).name + ".*"):
@@ -153,7 +159,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
         tracked["ema_generator"] = ema_generator
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(**tracked), str(out.checkpoints),
                                          max_to_keep=2)
-    _restore_or_start(manager, out.checkpoints, tqdm.write, fingerprint(params, meta))
+    _restore_or_start(manager, out.checkpoints, fingerprint(params, meta))
     start = int(step.numpy())
 
     # -- data: a deterministic stream that resumes at the example it stopped at -------
@@ -216,7 +222,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
             manager.save(checkpoint_number=s + 1)
         if cfg.stop_when_valid and not meta.is_image and (s + 1) % cfg.check_every == 0:
             if is_valid_mask(fixed_samples()).all():
-                tqdm.write(f"step {s + 1}: every fixed-noise mask is valid; stopping early")
+                _say(f"step {s + 1}: every fixed-noise mask is valid; stopping early")
                 check_finite_and_log()
                 manager.save(checkpoint_number=s + 1)
                 stopped_early = True

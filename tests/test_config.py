@@ -1,0 +1,83 @@
+"""params.yaml validation: every kind of error names the key, the value and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wgan.config import ParamsError, load_params, parse_params, resolve_train, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_are_valid_and_complete():
+    params = load_params(ROOT / "params.yaml")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    # Every knob is written out in params.yaml, so users see and can -S every one.
+    assert to_dict(params) == {**to_dict(parse_params({})), **raw}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"trian": {}}, r"trian: unknown key; known keys here: .*train"),
+        ({"train": {"lamda": 10}}, r"train.lamda: unknown key; .*lambda"),
+        ({"train": {"penalty_weight": 10}}, r"train.penalty_weight: unknown key"),
+        ({"train": {"steps": "many"}}, r"train.steps: expected int, got 'many'"),
+        ({"train": {"steps": 2.5}}, r"train.steps: expected int, got 2.5"),
+        ({"train": {"jit_compile": "yes"}}, r"train.jit_compile: expected bool"),
+        ({"train": {"batch": True}}, r"train.batch: expected int, got True"),
+        ({"train": {"n_critic": 0}}, r"train.n_critic: value 0 is out of range; allowed: \[1, "),
+        ({"train": {"lambda": -1}}, r"train.lambda: value -1.0 is out of range; allowed: \[0"),
+        ({"train": {"variant": "wgan-div"}}, r"train.variant: unknown choice 'wgan-div'; "
+                                             r"allowed: gan, wgan, wgan-gp, wgan-lp"),
+        ({"data": {"name": "imagenet"}}, r"data.name: unknown choice 'imagenet'"),
+        ({"data": {"mnist": {"source": "web"}}}, r"data.mnist.source: unknown choice 'web'"),
+        ({"data": {"celeba": {"crop": 0}}}, r"data.celeba.crop: value 0 is out of range"),
+        ({"data": {"celeba": "big"}}, r"data.celeba: expected a mapping, got 'big'"),
+        ({"seed": -1}, r"seed: value -1 is out of range"),
+        ({"train": {"variant": "wgan-gp", "clip": 0.01}},
+         r"train.clip: .* only used by variant 'wgan'.* set train.clip: null"),
+        ({"train": {"variant": "wgan", "lambda": 10}},
+         r"train.lambda: .* only used by 'wgan-gp' and 'wgan-lp'"),
+        ({"train": {"variant": "wgan-lp"}, "model": {"critic_norm": "batch"}},
+         r"model.critic_norm: 'batch' breaks the per-sample gradient penalty"),
+        ({"data": {"name": "mask"}, "model": {"arch": "dcgan"}}, r"model.arch: 'dcgan' cannot"),
+        ({"model": {"arch": "mlp"}}, r"model.arch: 'mlp' is for data.name 'mask'"),
+    ],
+)
+def test_bad_params_raise_one_clear_error(raw, message):
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
+
+
+def test_load_params_reports_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize(
+    ("variant", "expected"),
+    [
+        ("gan", dict(optimizer="adam", lr=2e-4, beta1=0.5, n_critic=1, clip=None)),
+        ("wgan", dict(optimizer="rmsprop", lr=5e-5, n_critic=5, clip=0.01, penalty_weight=None)),
+        ("wgan-gp", dict(optimizer="adam", lr=1e-4, beta1=0.5, beta2=0.9, n_critic=5,
+                         penalty_weight=10.0)),
+        ("wgan-lp", dict(optimizer="adam", lr=1e-4, beta1=0.5, beta2=0.9, penalty_weight=10.0)),
+    ],
+)
+def test_switching_variant_alone_gives_its_paper_defaults(variant, expected):
+    train = resolve_train(parse_params({"train": {"variant": variant}}).train)
+    assert {k: getattr(train, k) for k in expected} == expected
+
+
+def test_user_values_win_over_variant_defaults():
+    train = resolve_train(parse_params(
+        {"train": {"variant": "wgan", "lr": 1e-3, "clip": 0.05, "n_critic": 2}}).train)
+    assert (train.lr, train.clip, train.n_critic, train.optimizer) == (1e-3, 0.05, 2, "rmsprop")
+    train = resolve_train(parse_params({"train": {"lambda": 3}}).train)
+    assert train.penalty_weight == 3.0
+    assert to_dict(train)["lambda"] == 3.0  # written back in YAML spelling
