@@ -81,3 +81,8 @@ def test_user_values_win_over_variant_defaults():
     train = resolve_train(parse_params({"train": {"lambda": 3}}).train)
     assert train.penalty_weight == 3.0
     assert to_dict(train)["lambda"] == 3.0  # written back in YAML spelling
+
+
+def test_a_nested_override_keeps_the_sections_own_defaults():
+    folder = parse_params({"data": {"folder": {"resize": 32}}}).data.folder
+    assert (folder.resize, folder.crop, folder.path) == (32, None, "data/raw/images")

@@ -226,7 +226,9 @@ def _check_rules(value: Any, meta: Any, path: str) -> None:
         raise ParamsError(f"{path}: value {value!r} is out of range; allowed: {rng}")
 
 
-def _build(cls: type, raw: Any, path: str) -> Any:
+def _build(cls: type, raw: Any, path: str, base: Any = None) -> Any:
+    """``base`` (default ``cls()``) with the keys of ``raw`` validated and applied."""
+    base = cls() if base is None else base
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -242,12 +244,11 @@ def _build(cls: type, raw: Any, path: str) -> Any:
             raise ParamsError(f"{key_path}: unknown key; known keys here: {known}")
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, key_path)
+            kwargs[name] = _build(tp, value, key_path, getattr(base, name))
             continue
         value = _check_type(value, tp, key_path)
         _check_rules(value, fields[name].metadata, key_path)
         kwargs[name] = value
-    base = cls()
     return dataclasses.replace(base, **kwargs)
 
 

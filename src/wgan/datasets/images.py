@@ -1,0 +1,265 @@
+"""CelebA and user image folders or zips -> ``resize`` x ``resize`` x 3 uint8 samples.
+
+Files are listed once (a directory walked recursively, or a zip's members) and
+sorted. Each goes to train or test by CelebA's ``list_eval_partition.txt`` when
+present, else by a hash of its file name, so neither the split nor the output
+order depends on listing order or on the number of workers. A process pool
+decodes them in chunks, in order; each is centre-cropped, converted to RGB and
+resized. Files that cannot be used (corrupt, truncated, not an image, smaller
+than the crop) are skipped and listed in ``Source.report``.
+
+Each ``sha256`` entry of a folder covers one split: the sha256 of the
+``sha256sum``-style lines (``<digest>  <name>``) of its files, hashed by the
+workers from the bytes they read anyway. Like ``report``, it is filled in while
+the split is consumed, which :func:`wgan.prepared.write_prepared` does before it
+reads either.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import multiprocessing
+import os
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from wgan.config import DataConfig, ImageFolderConfig
+from wgan.datasets.download import sha256_file
+from wgan.prepared import Example, Source
+
+__all__ = ["center_crop_box", "load", "raw_paths"]
+
+_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")  # the only decoders a file may reach
+# What Pillow raises for corrupt, truncated or foreign data (anything else is a bug).
+_BAD_IMAGE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+_PARTITION = "list_eval_partition.txt"
+_SPLIT_SALT = b"wgan-split-0:"  # the fixed "seed" of the hash split
+_CHUNK = 64  # files per pool task: amortises inter-process overhead, keeps results flowing
+_REPORT_LIMIT = 1000  # files listed in the report; the count is always exact
+
+_Result = tuple[str, np.ndarray | None, str | None]  # (file sha256, image, skip reason)
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """What a worker needs to turn a file name into a sample (pickled once per chunk)."""
+
+    root: str
+    is_zip: bool
+    crop: int | None
+    size: int
+    resample: Image.Resampling
+
+
+def center_crop_box(w: int, h: int, c: int) -> tuple[int, int, int, int]:
+    """The ``c`` x ``c`` box centred in a ``w`` x ``h`` image, offsets rounded down.
+
+    CelebA's 178x218 with c=108 gives (35, 55, 143, 163).
+    """
+    left, top = (w - c) // 2, (h - c) // 2
+    return left, top, left + c, top + c
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode.startswith("I"):
+        # 16-bit greys: Pillow's convert clips at 255 (almost all white), so scale instead.
+        img = Image.fromarray(np.clip(np.asarray(img) >> 8, 0, 255).astype(np.uint8))
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _crop_resize(img: Image.Image, recipe: _Recipe) -> np.ndarray | str:
+    """The cropped, resized RGB sample, or why the image cannot give one."""
+    w, h = img.size
+    if recipe.crop is not None and recipe.crop > min(w, h):
+        return f"crop {recipe.crop} is larger than the {w}x{h} image"
+    box = (0, 0, w, h) if recipe.crop is None else center_crop_box(w, h, recipe.crop)
+    size = (recipe.size, recipe.size)
+    # JPEG decodes at 1/2, 1/4 or 1/8 scale for a fraction of the cost. Ask only for a
+    # scale that keeps the box >= `size` pixels, so the resize stays a downscale; the
+    # pixels then differ slightly from a full decode, the geometry does not.
+    want = (-(-w * recipe.size // (box[2] - box[0])), -(-h * recipe.size // (box[3] - box[1])))
+    drafted = img.draft(None, want)
+    scale = drafted[1][2] / w if drafted else 1.0
+    if scale == 1.0:
+        return np.asarray(_to_rgb(img.crop(box)).resize(size, recipe.resample))
+    scaled = tuple(v * scale for v in box)
+    return np.asarray(_to_rgb(img).resize(size, recipe.resample, box=scaled))
+
+
+@functools.lru_cache(maxsize=1)
+def _open_zip(path: str) -> zipfile.ZipFile:
+    """The archive, opened once per worker process on first use."""
+    return zipfile.ZipFile(path)
+
+
+def _read(recipe: _Recipe, name: str) -> bytes:
+    if recipe.is_zip:
+        return _open_zip(recipe.root).read(name)
+    return Path(recipe.root, name).read_bytes()
+
+
+def _process(recipe: _Recipe, name: str) -> _Result:
+    """Worker: read, hash and decode one file; never raises for a bad file."""
+    try:
+        data = _read(recipe, name)
+    except (OSError, zipfile.BadZipFile, zlib.error) as err:
+        return "", None, f"cannot read the file ({err})"
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with Image.open(io.BytesIO(data), formats=_FORMATS) as img:
+            out = _crop_resize(img, recipe)
+    except _BAD_IMAGE as err:
+        return digest, None, f"not a readable image ({type(err).__name__}: {err})"
+    return (digest, out, None) if isinstance(out, np.ndarray) else (digest, None, out)
+
+
+def _skip(report: dict[str, Any], name: str, reason: str) -> None:
+    report["skipped"] += 1
+    if len(report["files"]) < _REPORT_LIMIT:
+        report["files"].append({"file": name, "reason": reason})
+
+
+def _decode(
+    recipe: _Recipe, names: list[str], workers: int, report: dict[str, Any],
+    sha256: dict[str, str], key: str,
+) -> Iterator[Example]:
+    """Stream samples in ``names`` order; the pool lives only while the split is consumed."""
+    manifest = hashlib.sha256()
+    n_chunks = -(-len(names) // _CHUNK)
+    # Clearing the zip cache in each worker keeps forked workers from sharing one file offset.
+    with multiprocessing.Pool(min(workers, n_chunks), initializer=_open_zip.cache_clear) as pool:
+        results = pool.imap(functools.partial(_process, recipe), names, chunksize=_CHUNK)
+        for name, (digest, image, reason) in zip(names, results, strict=True):
+            manifest.update(f"{digest}  {name}\n".encode())
+            if image is None:
+                _skip(report, name, reason)
+            else:
+                yield image, None
+    sha256[key] = manifest.hexdigest()
+
+
+def _list(root: Path) -> list[str]:
+    """Every file under ``root`` (a directory, recursively, or a zip) as sorted posix paths."""
+    if root.is_dir():
+        names = []
+        for dirpath, _, files in os.walk(root):
+            rel = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
+            names.extend(str(rel / f) for f in files)
+        return sorted(names)
+    try:
+        with zipfile.ZipFile(root) as zf:
+            return sorted(i.filename for i in zf.infolist() if not i.is_dir())
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ValueError(f"{root}: not a readable zip ({err}); re-create it") from err
+
+
+def _read_partition(path: Path) -> dict[str, str]:
+    """CelebA's ``<file name> 0|1|2`` lines: 0 (train) and 1 (validation) -> train, 2 -> test."""
+    out = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+            raise ValueError(f"{path}:{lineno}: expected '<file name> 0|1|2', got {line!r}")
+        out[parts[0]] = "test" if parts[1] == "2" else "train"
+    return out
+
+
+def _hash_split(file_name: str, test_fraction: float) -> str:
+    """train/test by a hash of the file name: stable when files are added or listed differently."""
+    digest = hashlib.sha256(_SPLIT_SALT + file_name.encode()).digest()
+    return "test" if int.from_bytes(digest[:8], "big") < test_fraction * 2**64 else "train"
+
+
+def _assign(
+    names: list[str], partition: dict[str, str] | None, test_fraction: float,
+    report: dict[str, Any],
+) -> dict[str, list[str]]:
+    splits: dict[str, list[str]] = {"train": [], "test": []}
+    for name in names:
+        path = PurePosixPath(name)
+        if path.suffix.lower() not in _SUFFIXES:
+            _skip(report, name, f"not an image file (suffix {path.suffix or 'none'!r})")
+        elif partition is None:
+            splits[_hash_split(path.name, test_fraction)].append(name)
+        elif path.name in partition:
+            splits[partition[path.name]].append(name)
+        else:
+            _skip(report, name, f"not listed in {_PARTITION}")
+    return splits
+
+
+def _celeba_root(cfg: ImageFolderConfig) -> Path:
+    base = Path(cfg.path)
+    for root in (base / "img_align_celeba", base / "img_align_celeba.zip"):
+        if root.exists():
+            return root
+    raise FileNotFoundError(
+        f"CelebA not found: put the aligned images in {base / 'img_align_celeba'}/ "
+        f"(000001.jpg, ...) or the official {base / 'img_align_celeba.zip'}, optionally with "
+        f"{base / _PARTITION}; or set data.celeba.path"
+    )
+
+
+def _folder_root(cfg: ImageFolderConfig) -> Path:
+    root = Path(cfg.path)
+    if root.is_dir() or zipfile.is_zipfile(root):
+        return root
+    raise FileNotFoundError(
+        f"data.folder.path: {root} is not a directory or a .zip; put your images there "
+        f"(searched recursively for {', '.join(sorted(_SUFFIXES))}) or change data.folder.path"
+    )
+
+
+def _locate(cfg: DataConfig) -> tuple[ImageFolderConfig, Path, Path | None]:
+    """The config section, image root and partition file (CelebA only) for ``cfg.name``."""
+    if cfg.name != "celeba":
+        return cfg.folder, _folder_root(cfg.folder), None
+    partition = Path(cfg.celeba.path) / _PARTITION
+    return cfg.celeba, _celeba_root(cfg.celeba), partition if partition.is_file() else None
+
+
+def load(cfg: DataConfig, raw_dir: Path) -> Source:
+    """The images of ``cfg.celeba`` or ``cfg.folder`` (by ``cfg.name``), decoded when iterated.
+
+    ``raw_dir`` is unused: both paths come from their own config section.
+    """
+    folder, root, partition = _locate(cfg)
+    report: dict[str, Any] = {"skipped": 0, "files": []}
+    parts = _read_partition(partition) if partition else None
+    splits = {s: n for s, n in _assign(_list(root), parts, folder.test_fraction, report).items()
+              if n}
+    if not splits:
+        raise ValueError(
+            f"{root}: no usable image files ({', '.join(sorted(_SUFFIXES))}) found; "
+            f"skipped {report['skipped']}: {report['files'][:5]}"
+        )
+    sha256 = {partition.name: sha256_file(partition)} if partition else {}
+    recipe = _Recipe(str(root), root.is_file(), folder.crop, folder.resize,
+                     Image.Resampling[folder.filter.upper()])
+    workers = cfg.workers or os.cpu_count() or 1
+    return Source(
+        name=cfg.name,
+        shape=(folder.resize, folder.resize, 3),
+        num_classes=None,
+        splits={s: _decode(recipe, n, workers, report, sha256, f"{root.name}[{s}]")
+                for s, n in splits.items()},
+        sha256=sha256,
+        size_hints={s: len(n) for s, n in splits.items()},
+        report=report,
+    )
+
+
+def raw_paths(cfg: DataConfig, raw_dir: Path) -> list[Path]:
+    return [Path(cfg.celeba.path if cfg.name == "celeba" else cfg.folder.path)]

@@ -1,0 +1,103 @@
+"""1-D binary masks (the WGAN_GP_MASK pickle) -> length-L uint8 0/1 samples.
+
+The pickle holds float32 0/1 masks: an ndarray (N, L) or (N, L, 1), or a list or
+tuple of 1-D masks of varying length. Shorter masks are zero-padded to
+``data.mask.length``. The file is read only through the restricted unpickler,
+and wholly, since a pickle cannot be streamed; the samples are then yielded one
+at a time from a compact uint8 copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from wgan.config import DataConfig
+from wgan.datasets.download import sha256_file
+from wgan.datasets.safe_pickle import load_pickle
+from wgan.prepared import Example, Source
+
+__all__ = ["load", "raw_paths"]
+
+_SPLIT_SEED = 0
+
+
+def _rows(obj: object, where: str) -> Sequence[np.ndarray]:
+    """The masks of the pickle as a sequence of 1-D arrays (rows of a 2-D array or list items)."""
+    if isinstance(obj, np.ndarray):
+        if obj.ndim == 3 and obj.shape[2] == 1:
+            obj = obj[..., 0]
+        if obj.ndim != 2:
+            raise ValueError(f"{where}: expected an array (N, L) or (N, L, 1), got {obj.shape}")
+        return obj
+    if isinstance(obj, list | tuple):
+        return [np.asarray(item) for item in obj]
+    raise ValueError(
+        f"{where}: expected an ndarray (N, L) or (N, L, 1) or a list of 1-D masks, "
+        f"got {type(obj).__name__}"
+    )
+
+
+def _check_row(row: np.ndarray, i: int, length: int, where: str) -> None:
+    if row.ndim != 1 or row.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{where}: sample {i} is {row.dtype} of shape {row.shape}; each mask must be a "
+            "1-D array of 0/1 numbers"
+        )
+    if len(row) > length:
+        raise ValueError(
+            f"{where}: sample {i} has length {len(row)} > data.mask.length={length}; "
+            "raise data.mask.length or shorten the mask"
+        )
+    bad = np.flatnonzero((row != 0) & (row != 1))
+    if bad.size:
+        raise ValueError(
+            f"{where}: sample {i} position {bad[0]} has value {row[bad[0]].item()!r}; "
+            "masks must contain only 0 and 1"
+        )
+
+
+def _pack(obj: object, length: int, where: str) -> np.ndarray:
+    """Validate the unpickled masks and zero-pad them into a (N, ``length``) uint8 array."""
+    rows = _rows(obj, where)
+    if len(rows) == 0:
+        raise ValueError(f"{where}: contains no masks")
+    out = np.zeros((len(rows), length), dtype=np.uint8)
+    for i, row in enumerate(rows):
+        _check_row(row, i, length, where)
+        out[i, : len(row)] = row
+    return out
+
+
+def _split(masks: np.ndarray, index: np.ndarray) -> Iterator[Example]:
+    for i in index:
+        yield masks[i], None
+
+
+def load(cfg: DataConfig, raw_dir: Path) -> Source:
+    """Masks from ``cfg.mask.path``, validated now, split by a seeded permutation."""
+    path = Path(cfg.mask.path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"mask pickle not found at {path}: put the WGAN_GP_MASK pickle (float32 0/1 "
+            "masks) there or set data.mask.path"
+        )
+    masks = _pack(load_pickle(path), cfg.mask.length, str(path))
+    order = np.random.default_rng(_SPLIT_SEED).permutation(len(masks))
+    n_test = round(len(masks) * cfg.mask.test_fraction)
+    index = {"train": order[n_test:], "test": order[:n_test]}
+    index = {s: i for s, i in index.items() if len(i)}
+    return Source(
+        name="mask",
+        shape=(cfg.mask.length,),
+        num_classes=None,
+        splits={s: _split(masks, i) for s, i in index.items()},
+        sha256={path.name: sha256_file(path)},
+        size_hints={s: len(i) for s, i in index.items()},
+    )
+
+
+def raw_paths(cfg: DataConfig, raw_dir: Path) -> list[Path]:
+    return [Path(cfg.mask.path)]

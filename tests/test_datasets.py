@@ -1,0 +1,615 @@
+"""Dataset readers: every source, its error messages, and the prepared-format round trip.
+
+All fixtures (IDX files, npz, CIFAR tarballs, image folders and zips, mask pickles,
+an HTTP server on 127.0.0.1) are built here in ``tmp_path``; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import gzip
+import hashlib
+import http.server
+import io
+import os
+import pickle
+import socket
+import struct
+import tarfile
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wgan.config import FILTERS, DataConfig, parse_params
+from wgan.datasets import cifar10, download, load_source, mnist, raw_inputs
+from wgan.datasets.download import fetch, sha256_file
+from wgan.datasets.images import center_crop_box
+from wgan.datasets.safe_pickle import UnsafePickleError, load_pickle
+from wgan.prepared import make_dataset, read_meta, read_numpy, write_prepared
+
+BICUBIC = Image.Resampling.BICUBIC
+CELEBA_BOX = (35, 55, 143, 163)
+
+
+def data_cfg(**data) -> DataConfig:
+    return parse_params({"data": data}).data
+
+
+def consume(source) -> dict[str, list]:
+    return {split: list(examples) for split, examples in source.splits.items()}
+
+
+def as_keys(examples) -> list[tuple[bytes, int | None]]:
+    return sorted((x.tobytes(), y) for x, y in examples)
+
+
+# --- MNIST ---
+
+def write_idx(path: Path, magic: int, array: np.ndarray) -> None:
+    header = struct.pack(f">i{array.ndim}i", magic, *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def mnist_arrays(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return {s: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n))
+            for s, n in (("train", 6), ("test", 4))}
+
+
+def write_mnist_idx(raw: Path) -> dict:
+    arrays = mnist_arrays()
+    (raw / "mnist").mkdir(parents=True)
+    for split, (images, labels) in mnist.IDX_FILES.items():
+        write_idx(raw / "mnist" / images, 2051, arrays[split][0])
+        write_idx(raw / "mnist" / labels, 2049, arrays[split][1])
+    return arrays
+
+
+def check_mnist(source, arrays) -> None:
+    assert source.shape == (28, 28, 1) and source.num_classes == 10
+    assert source.size_hints == {"train": 6, "test": 4}
+    for split, examples in consume(source).items():
+        x, y = arrays[split]
+        assert [label for _, label in examples] == y.tolist()
+        assert all(img.shape == (28, 28, 1) and img.dtype == np.uint8 for img, _ in examples)
+        np.testing.assert_array_equal(np.stack([img[..., 0] for img, _ in examples]), x)
+
+
+def test_mnist_idx_files(tmp_path):
+    arrays = write_mnist_idx(tmp_path)
+    source = load_source(data_cfg(mnist={"source": "local"}), tmp_path)
+    assert sorted(source.sha256) == sorted(n for pair in mnist.IDX_FILES.values() for n in pair)
+    check_mnist(source, arrays)
+
+
+def test_mnist_npz(tmp_path):
+    arrays = mnist_arrays()
+    np.savez(tmp_path / "mnist.npz", x_train=arrays["train"][0], y_train=arrays["train"][1],
+             x_test=arrays["test"][0], y_test=arrays["test"][1])
+    source = load_source(data_cfg(mnist={"source": "local"}), tmp_path)
+    assert source.sha256 == {"mnist.npz": sha256_file(tmp_path / "mnist.npz")}
+    check_mnist(source, arrays)
+
+
+def test_mnist_npz_missing_key(tmp_path):
+    np.savez(tmp_path / "mnist.npz", x_train=np.zeros((1, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match="missing key 'y_train'"):
+        load_source(data_cfg(mnist={"source": "local"}), tmp_path)
+
+
+def test_mnist_idx_bad_magic(tmp_path):
+    write_mnist_idx(tmp_path)
+    bad = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    write_idx(bad, 2051, np.zeros(4))
+    with pytest.raises(ValueError, match="magic number is 2051, expected 2049") as err:
+        load_source(data_cfg(mnist={"source": "local"}), tmp_path)
+    assert str(bad) in str(err.value)
+
+
+def test_mnist_idx_truncated(tmp_path):
+    write_mnist_idx(tmp_path)
+    path = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-10]))
+    source = load_source(data_cfg(mnist={"source": "local"}), tmp_path)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        list(source.splits["train"])
+
+
+def test_mnist_missing_files_named(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_source(data_cfg(mnist={"source": "local"}), tmp_path)
+    assert str(tmp_path / "mnist.npz") in str(err.value)
+    assert str(tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz") in str(err.value)
+
+
+def test_mnist_bundled_split_and_pixels():
+    source = load_source(data_cfg(mnist={"source": "bundled"}))
+    splits = consume(source)
+    assert {s: len(e) for s, e in splits.items()} == {"train": 4500, "test": 500}
+    for split, per_class in (("train", 450), ("test", 50)):
+        assert np.bincount([y for _, y in splits[split]]).tolist() == [per_class] * 10
+    with gzip.open(mnist.bundled_csv(), "rt") as f:
+        rows = [list(map(int, line.split(","))) for line in f]
+    expected = sorted((bytes(r[:784]), r[784]) for r in rows)
+    assert as_keys(splits["train"] + splits["test"]) == expected
+    assert raw_inputs(data_cfg(mnist={"source": "bundled"})) == []
+
+
+# --- CIFAR-10 ---
+
+def add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def cifar_batches(n: int = 3) -> dict[str, dict]:
+    rng = np.random.default_rng(1)
+    return {name: {b"batch_label": b"batch", b"labels": rng.integers(0, 10, n).tolist(),
+                   b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                   b"filenames": [b"x.png"] * n}
+            for names in cifar10.MEMBERS.values() for name in names}
+
+
+def write_cifar(path: Path, batches: dict, extra: dict[str, bytes] | None = None) -> None:
+    """A tarball laid out like the official one: Python pickles, protocol 2, bytes keys."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name in sorted(batches, key=lambda n: n[-1]):  # not in batch order, like the original
+            add_member(tar, name, pickle.dumps(batches[name], protocol=2))
+        add_member(tar, "cifar-10-batches-py/batches.meta", pickle.dumps({b"a": 1}, protocol=2))
+        for name, payload in (extra or {}).items():
+            add_member(tar, name, payload)
+
+
+def test_cifar_planar_to_hwc(tmp_path):
+    batches = cifar_batches()
+    first = batches[cifar10.MEMBERS["train"][0]][b"data"]
+    for c, value in enumerate((11, 22, 33)):  # pixel (y=5, x=7) of sample 0, per channel
+        first[0, c * 1024 + 5 * 32 + 7] = value
+    write_cifar(tmp_path / cifar10.ARCHIVE, batches)
+    source = load_source(data_cfg(name="cifar10"), tmp_path)
+    assert source.sha256 == {cifar10.ARCHIVE: sha256_file(tmp_path / cifar10.ARCHIVE)}
+    splits = consume(source)
+    assert [len(splits["train"]), len(splits["test"])] == [15, 3]
+    assert splits["train"][0][0][5, 7].tolist() == [11, 22, 33]
+    for split in ("train", "test"):
+        rows = [(r, y) for m in cifar10.MEMBERS[split]
+                for r, y in zip(batches[m][b"data"], batches[m][b"labels"], strict=True)]
+        for (img, label), (row, y) in zip(splits[split], rows, strict=True):
+            assert img.shape == (32, 32, 3) and img.dtype == np.uint8 and label == y
+            np.testing.assert_array_equal(img, np.stack(row.reshape(3, 32, 32), axis=-1))
+
+
+@pytest.mark.parametrize("member", ["../evil", "/etc/evil", "cifar-10-batches-py/../../evil"])
+def test_cifar_refuses_unsafe_members(tmp_path, member):
+    write_cifar(tmp_path / cifar10.ARCHIVE, cifar_batches(1), extra={member: b"x"})
+    with pytest.raises(ValueError, match="refusing archive member") as err:
+        load_source(data_cfg(name="cifar10"), tmp_path)
+    assert repr(member) in str(err.value)
+
+
+def test_cifar_missing_batch(tmp_path):
+    batches = cifar_batches(1)
+    del batches["cifar-10-batches-py/data_batch_3"]
+    write_cifar(tmp_path / cifar10.ARCHIVE, batches)
+    with pytest.raises(ValueError, match="data_batch_3' is missing"):
+        load_source(data_cfg(name="cifar10"), tmp_path)
+
+
+def test_cifar_malicious_batch_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    batches = cifar_batches(1)
+    write_cifar(tmp_path / cifar10.ARCHIVE, {}, extra={
+        **{n: pickle.dumps(b, protocol=2) for n, b in batches.items()},
+        cifar10.MEMBERS["train"][0]: pickle.dumps(Exploit(f"touch {marker}"), protocol=2),
+    })
+    source = load_source(data_cfg(name="cifar10"), tmp_path)
+    with pytest.raises(UnsafePickleError, match="data_batch_1: refusing to unpickle posix.system"):
+        list(source.splits["train"])
+    assert not marker.exists()
+
+
+# --- downloads ---
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A directory served over HTTP on 127.0.0.1 while the test runs."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_fetch_verifies_and_reuses(http_root, tmp_path):
+    root, url = http_root
+    payload = os.urandom(3 << 20)  # several read chunks
+    (root / "blob.bin").write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    dest = tmp_path / "raw" / "blob.bin"
+    assert fetch(f"{url}/blob.bin", dest, digest, "blob") == dest
+    assert dest.read_bytes() == payload and sha256_file(dest) == digest
+    # A verified file is reused: this URL would fail.
+    assert fetch("http://127.0.0.1:9/none", dest, digest, "blob") == dest
+
+
+def test_fetch_wrong_checksum_leaves_nothing(http_root, tmp_path):
+    root, url = http_root
+    (root / "blob.bin").write_bytes(b"payload")
+    dest = tmp_path / "raw" / "blob.bin"
+    with pytest.raises(ValueError) as err:
+        fetch(f"{url}/blob.bin", dest, "0" * 64, "blob")
+    assert hashlib.sha256(b"payload").hexdigest() in str(err.value) and "0" * 64 in str(err.value)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_fetch_existing_file_with_wrong_checksum(tmp_path):
+    dest = tmp_path / "blob.bin"
+    dest.write_bytes(b"old")
+    with pytest.raises(ValueError, match=f"{dest} has sha256 {hashlib.sha256(b'old').hexdigest()}"):
+        fetch("http://127.0.0.1:9/none", dest, "0" * 64, "blob")
+    assert dest.read_bytes() == b"old"
+
+
+def test_fetch_unreachable_names_dest(tmp_path):
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dest = tmp_path / "raw" / "mnist.npz"
+    url = f"http://127.0.0.1:{port}/mnist.npz"
+    with pytest.raises(FileNotFoundError) as err:
+        fetch(url, dest, "0" * 64, "MNIST")
+    assert f"put it at {dest}" in str(err.value) and url in str(err.value)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_fetch_interrupted_leaves_nothing(http_root, tmp_path, monkeypatch):
+    root, url = http_root
+    (root / "blob.bin").write_bytes(b"payload")
+
+    def interrupted(url, tmp, what):
+        tmp.write_bytes(b"part")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "_download", interrupted)
+    dest = tmp_path / "raw" / "blob.bin"
+    with pytest.raises(KeyboardInterrupt):
+        fetch(f"{url}/blob.bin", dest, hashlib.sha256(b"payload").hexdigest(), "blob")
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_mnist_download_source(http_root, tmp_path, monkeypatch):
+    root, url = http_root
+    arrays = mnist_arrays()
+    np.savez(root / "mnist.npz", x_train=arrays["train"][0], y_train=arrays["train"][1],
+             x_test=arrays["test"][0], y_test=arrays["test"][1])
+    monkeypatch.setattr(mnist, "URL", f"{url}/mnist.npz")
+    monkeypatch.setattr(mnist, "SHA256", sha256_file(root / "mnist.npz"))
+    raw = tmp_path / "raw"
+    check_mnist(load_source(data_cfg(mnist={"source": "download"}), raw), arrays)
+    assert (raw / "mnist.npz").is_file()
+
+
+# --- images: CelebA and folders ---
+
+def photo(seed: int, size=(178, 218)) -> Image.Image:
+    """A smooth random RGB picture (compresses like a photo)."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (7, 6, 3), dtype=np.uint8)).resize(size, BICUBIC)
+
+
+def encoded(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def palette_image() -> Image.Image:
+    img = Image.new("P", (178, 218), 3)
+    img.putpalette([0, 0, 0] * 3 + [200, 100, 50] + [0, 0, 0] * 252)
+    return img
+
+
+# Expected RGB of each constant-colour file after conversion (JPEG within +-2).
+MODE_COLOURS = {
+    "000003.jpg": (Image.new("L", (178, 218), 77), (77, 77, 77)),
+    "000004.png": (Image.new("RGBA", (178, 218), (10, 20, 30, 128)), (10, 20, 30)),
+    "000005.jpg": (Image.new("CMYK", (178, 218), (0, 255, 0, 0)), (255, 0, 255)),
+    "000006.png": (palette_image(), (200, 100, 50)),
+    "000007.png": (Image.fromarray(np.full((218, 178), 51000, np.uint16)), (199, 199, 199)),
+}
+SKIPPED = {
+    "000008.jpg": "not a readable image",
+    "000009.jpg": "truncated",
+    "000010.png": "crop 108 is larger than the 50x50 image",
+    "000011.jpg": "not listed in list_eval_partition.txt",
+    "notes.txt": "not an image file",
+}
+
+
+def celeba_files() -> dict[str, bytes]:
+    jpeg = encoded(photo(1), "JPEG")
+    files = {
+        "000001.jpg": jpeg,
+        "000002.png": encoded(photo(2), "PNG"),
+        **{n: encoded(img, n[-3:].replace("jpg", "jpeg")) for n, (img, _) in MODE_COLOURS.items()},
+        "000008.jpg": b"this is not a jpeg\n" * 50,
+        "000009.jpg": jpeg[: len(jpeg) * 6 // 10],
+        "000010.png": encoded(photo(3, (50, 50)), "PNG"),
+        "000011.jpg": jpeg,
+        "notes.txt": b"hello",
+    }
+    return files
+
+
+PARTITION = "".join(f"{n:06d}.jpg 0\n" for n in (1, 3, 5, 8, 9)) + (
+    "000002.png 2\n000004.png 1\n000006.png 0\n000007.png 1\n000010.png 0\n")
+
+
+def make_celeba(base: Path, as_zip: bool) -> Path:
+    base.mkdir(parents=True)
+    (base / "list_eval_partition.txt").write_text(PARTITION)
+    files = celeba_files()
+    if as_zip:
+        with zipfile.ZipFile(base / "img_align_celeba.zip", "w") as zf:
+            for name, payload in files.items():
+                zf.writestr(f"img_align_celeba/{name}", payload)
+    else:
+        (base / "img_align_celeba").mkdir()
+        for name, payload in files.items():
+            (base / "img_align_celeba" / name).write_bytes(payload)
+    return base
+
+
+def reference(payload: bytes, box=CELEBA_BOX, size=64, resample=BICUBIC) -> np.ndarray:
+    img = Image.open(io.BytesIO(payload))
+    return np.asarray((img.crop(box) if box else img).resize((size, size), resample))
+
+
+def test_center_crop_box():
+    assert center_crop_box(178, 218, 108) == CELEBA_BOX
+    assert center_crop_box(5, 4, 3) == (1, 0, 4, 3)  # odd margins round down
+
+
+@pytest.mark.parametrize("as_zip", [False, True], ids=["dir", "zip"])
+def test_celeba(tmp_path, as_zip):
+    base = make_celeba(tmp_path / "celeba", as_zip)
+    source = load_source(data_cfg(name="celeba", workers=2, celeba={"path": str(base)}))
+    assert source.shape == (64, 64, 3) and source.num_classes is None
+    splits = consume(source)
+    files = celeba_files()
+    train, test = [x for x, _ in splits["train"]], [x for x, _ in splits["test"]]
+    assert all(x.shape == (64, 64, 3) and x.dtype == np.uint8 for x in train + test)
+    assert all(y is None for _, y in splits["train"] + splits["test"])
+    # Sorted order; partition: 0 and 1 -> train, 2 -> test.
+    assert len(train) == 6 and len(test) == 1
+    np.testing.assert_array_equal(train[0], reference(files["000001.jpg"]))
+    np.testing.assert_array_equal(test[0], reference(files["000002.png"]))
+    for x, (_, colour) in zip(train[1:], MODE_COLOURS.values(), strict=True):
+        np.testing.assert_allclose(x.reshape(-1, 3), np.tile(colour, (64 * 64, 1)), atol=2)
+    report = source.report
+    assert report["skipped"] == len(SKIPPED)
+    reasons = {Path(f["file"]).name: f["reason"] for f in report["files"]}
+    assert reasons.keys() == SKIPPED.keys()
+    for name, expected in SKIPPED.items():
+        assert expected in reasons[name], (name, reasons[name])
+    root = "img_align_celeba.zip" if as_zip else "img_align_celeba"
+    assert set(source.sha256) == {"list_eval_partition.txt", f"{root}[train]", f"{root}[test]"}
+
+
+def test_celeba_missing_names_paths(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_source(data_cfg(name="celeba", celeba={"path": str(tmp_path)}))
+    for expected in ("img_align_celeba", "img_align_celeba.zip"):
+        assert str(tmp_path / expected) in str(err.value)
+
+
+@pytest.mark.parametrize("resample", FILTERS)
+def test_folder_without_crop(tmp_path, resample):
+    """crop: null resizes the whole picture; JPEG may decode at reduced scale (draft)."""
+    png, jpeg = encoded(photo(2), "PNG"), encoded(photo(1), "JPEG")
+    (tmp_path / "a.png").write_bytes(png)
+    (tmp_path / "b.JPG").write_bytes(jpeg)
+    cfg = data_cfg(name="folder", folder={"path": str(tmp_path), "crop": None, "filter": resample,
+                                          "test_fraction": 0.0})
+    out = [x for x, _ in consume(load_source(cfg))["train"]]
+    filt = Image.Resampling[resample.upper()]
+    np.testing.assert_array_equal(out[0], reference(png, box=None, resample=filt))
+    diff = np.abs(out[1].astype(int) - reference(jpeg, box=None, resample=filt))
+    assert diff.mean() < 2
+
+
+def test_folder_hash_split_is_stable(tmp_path):
+    """A file's split depends on its name only: adding files or subfolders never moves it."""
+    def write(directory: Path, names: list[str], channel: int) -> None:
+        for i, name in enumerate(names):
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
+            colour = [0, 0, 0]
+            colour[channel] = 10 * i + 5
+            Image.new("RGB", (8, 8), tuple(colour)).save(directory / name)
+
+    def split_colours(directory: Path) -> dict[str, set]:
+        cfg = data_cfg(name="folder", folder={"path": str(directory), "crop": None, "resize": 4,
+                                              "test_fraction": 0.5})
+        return {s: {tuple(x[0, 0]) for x, _ in e} for s, e in consume(load_source(cfg)).items()}
+
+    base = [f"img{i:02d}.png" for i in range(16)]
+    write(tmp_path / "a", base, 0)
+    write(tmp_path / "b", base, 0)
+    write(tmp_path / "b", [f"sub/dir/extra{i}.png" for i in range(8)], 1)
+    a, b = split_colours(tmp_path / "a"), split_colours(tmp_path / "b")
+    assert a["train"] and a["test"]
+    assert sum(map(len, b.values())) == 24
+    for split in ("train", "test"):
+        assert a[split] == {c for c in b[split] if c[1] == 0}
+
+
+def test_folder_zip_and_missing(tmp_path):
+    with zipfile.ZipFile(tmp_path / "pics.zip", "w") as zf:
+        zf.writestr("deep/x/one.PNG", encoded(photo(4, (40, 30)), "PNG"))
+    cfg = data_cfg(name="folder", folder={"path": str(tmp_path / "pics.zip"), "crop": 30,
+                                          "resize": 16, "test_fraction": 0.0})
+    assert [x.shape for x, _ in consume(load_source(cfg))["train"]] == [(16, 16, 3)]
+    assert raw_inputs(cfg) == [str(tmp_path / "pics.zip")]
+    missing = data_cfg(name="folder", folder={"path": str(tmp_path / "nope")})
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
+        load_source(missing)
+
+
+# --- masks and the restricted unpickler ---
+
+class Exploit:
+    """Unpickling this would run ``command`` in a shell."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class EvalExploit(Exploit):
+    def __reduce__(self):
+        return eval, (f"__import__('os').system({self.command!r})",)
+
+
+def mask_cfg(path: Path, length: int = 16) -> DataConfig:
+    return data_cfg(name="mask", mask={"path": str(path), "length": length, "test_fraction": 0.25})
+
+
+def dump(path: Path, obj, protocol: int = pickle.DEFAULT_PROTOCOL) -> Path:
+    path.write_bytes(pickle.dumps(obj, protocol=protocol))
+    return path
+
+
+RNG = np.random.default_rng(2)
+MASKS = (RNG.random((8, 16)) < 0.5).astype(np.float32)
+MASK_FORMS = {
+    "N,L": MASKS,
+    "N,L,1": MASKS[..., None],
+    "N,L short": MASKS[:, :10],
+    "list of varying": [MASKS[i, : 6 + i] for i in range(8)],
+    "tuple of lists": tuple(MASKS[i, : 16 - i].tolist() for i in range(8)),
+}
+
+
+@pytest.mark.parametrize("form", MASK_FORMS)
+def test_mask_forms(tmp_path, form):
+    obj = MASK_FORMS[form]
+    source = load_source(mask_cfg(dump(tmp_path / "m.pkl", obj)))
+    assert source.shape == (16,) and source.size_hints == {"train": 6, "test": 2}
+    expected = np.zeros((8, 16), np.uint8)
+    for i, row in enumerate(obj):
+        row = np.asarray(row).reshape(-1)
+        expected[i, : len(row)] = row
+    splits = consume(source)
+    assert all(x.dtype == np.uint8 and x.shape == (16,) for x, _ in splits["train"])
+    assert as_keys(splits["train"] + splits["test"]) == as_keys((r, None) for r in expected)
+
+
+@pytest.mark.parametrize("obj, message", [
+    (np.where(np.arange(48).reshape(3, 16) == 21, 0.5, 1.0), "sample 1 position 5 has value 0.5"),
+    ([np.zeros(4), np.zeros(20)], "sample 1 has length 20 > data.mask.length=16"),
+    (np.zeros((2, 3, 4)), "expected an array (N, L) or (N, L, 1), got (2, 3, 4)"),
+    ({"a": 1}, "expected an ndarray"),
+])
+def test_mask_errors(tmp_path, obj, message):
+    path = dump(tmp_path / "m.pkl", obj)
+    with pytest.raises(ValueError) as err:
+        load_source(mask_cfg(path))
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_mask_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"not found at {tmp_path / 'nope.pkl'}"):
+        load_source(mask_cfg(tmp_path / "nope.pkl"))
+
+
+@pytest.mark.parametrize("exploit, name",
+                         [(Exploit, "posix.system"), (EvalExploit, "(__)?builtin(s|__).eval")])
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+def test_malicious_pickle_not_run(tmp_path, exploit, name, protocol):
+    marker = tmp_path / "pwned"
+    path = dump(tmp_path / "m.pkl", [np.zeros(3), exploit(f"touch {marker}")], protocol)
+    with pytest.raises(UnsafePickleError, match=f"{path}: refusing to unpickle {name}"):
+        load_source(mask_cfg(path))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_safe_pickle_reads_numpy_and_builtins(tmp_path, protocol):
+    obj = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "f": np.asfortranarray(np.eye(2)),
+           "s": np.float32(1.5), "d": np.dtype("int16"), "b": [b"", b"xy"], "set": {1, 2},
+           "ba": bytearray(b"q"), "c": 1 + 2j, "o": np.array([None, 1], dtype=object)}
+    got = load_pickle(dump(tmp_path / "ok.pkl", obj, protocol))
+    assert got.keys() == obj.keys()
+    for key in ("a", "f", "o"):
+        np.testing.assert_array_equal(got[key], obj[key])
+    assert [got[k] for k in ("s", "d", "b", "set", "ba", "c")] == [
+        obj[k] for k in ("s", "d", "b", "set", "ba", "c")]
+
+
+class Rot13:
+    def __reduce__(self):
+        return codecs.encode, ("a", "rot13")
+
+
+def test_safe_pickle_codecs_only_latin1():
+    """``_codecs.encode`` is admitted for protocol-2 bytes, but only as latin-1."""
+    assert load_pickle(io.BytesIO(pickle.dumps(b"\xff", protocol=2))) == b"\xff"
+    with pytest.raises(ValueError, match="'rot13' is not allowed"):
+        load_pickle(io.BytesIO(pickle.dumps(Rot13(), protocol=2)), name="x")
+
+
+# --- prepared-format round trip ---
+
+def mnist_source(tmp_path):
+    write_mnist_idx(tmp_path / "raw")
+    return lambda: load_source(data_cfg(mnist={"source": "local"}), tmp_path / "raw")
+
+
+def celeba_source(tmp_path):
+    base = make_celeba(tmp_path / "celeba", as_zip=False)
+    return lambda: load_source(data_cfg(name="celeba", celeba={"path": str(base)}))
+
+
+def mask_source(tmp_path):
+    path = dump(tmp_path / "m.pkl", MASKS)
+    return lambda: load_source(mask_cfg(path))
+
+
+@pytest.mark.parametrize("make", [mnist_source, celeba_source, mask_source])
+def test_round_trip_bit_exact(tmp_path, make):
+    new_source = make(tmp_path)
+    expected = consume(new_source())
+    source = new_source()
+    out = tmp_path / "prepared"
+    meta = write_prepared(source, out, shards=3, params={})
+    assert meta.counts == {s: len(e) for s, e in expected.items()}
+    assert read_meta(out).sha256 == source.sha256 and source.sha256
+    for split, examples in expected.items():
+        got = []
+        for x, y in read_numpy(out, split):
+            got += list(zip(x, [None] * len(x) if y is None else y.tolist(), strict=True))
+        assert as_keys(got) == as_keys(examples)
+    if meta.is_image:
+        ds = make_dataset(out, "train", 100, shuffle=False, repeat=False, drop_remainder=False)
+        floats = np.concatenate(list(ds.as_numpy_iterator()))
+        uint8 = np.stack([x for x, _ in expected["train"]]).astype(np.float32)
+        assert floats.min() >= -1 and floats.max() <= 1
+        np.testing.assert_allclose(np.sort(floats, axis=0), np.sort(uint8 / 127.5 - 1, axis=0),
+                                   atol=1e-6)
