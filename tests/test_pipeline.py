@@ -1,4 +1,4 @@
-"""The real pipeline: `dvc repro` / `dvc exp run` in a temporary git clone, and an atomic prepare."""
+"""The real pipeline: `dvc repro` / `dvc exp run` in a temporary clone; an atomic prepare."""
 
 import json
 import os

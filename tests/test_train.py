@@ -162,3 +162,27 @@ def test_masks_stop_when_every_fixed_noise_sample_is_valid(tmp_path):
     generator = keras.models.load_model(tmp_path / "models/generator.keras", compile=False)
     samples = generator(np.random.default_rng(1).normal(size=(64, 8)).astype("float32"))
     assert is_valid_mask(np.asarray(samples) >= 0.5).mean() > 0.5
+
+
+def test_ema_generator_is_saved_and_follows_its_decay(tmp_path, digits):
+    plain = TrainOutputs.under(tmp_path / "plain")
+    train(_params(steps=3), digits, plain)
+    outs = {}
+    for decay in (0.0, 0.9):
+        outs[decay] = TrainOutputs.under(tmp_path / str(decay))
+        train(_params(steps=3, ema=decay), digits, outs[decay])
+    plain_w = _weights(plain.models / "generator.keras")
+    # Decay 0: the average is the latest weights, so it equals training without EMA.
+    for a, b in zip(plain_w, _weights(outs[0.0].models / "generator.keras"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # Decay 0.9: the saved generator lags behind the trained one.
+    lagging = _weights(outs[0.9].models / "generator.keras")
+    assert max(float(np.abs(a - b).max()) for a, b in zip(plain_w, lagging, strict=True)) > 1e-4
+
+
+def test_linear_lr_decay_reaches_zero(tmp_path, digits):
+    out = TrainOutputs.under(tmp_path)
+    train(_params(steps=4, lr_decay=True, lr=1e-3), digits, out)
+    rows = [r.split("\t") for r in out.curves.read_text().splitlines()[1:]]
+    lrs = [float(r[-1]) for r in rows]
+    np.testing.assert_allclose(lrs, [1e-3, 7.5e-4, 5e-4, 2.5e-4], rtol=1e-5)

@@ -195,9 +195,10 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     stopped_early = False
     lr0 = cfg.lr
     for s in range(start, cfg.steps):
+        lr = lr0 * (1.0 - s / cfg.steps) if cfg.lr_decay else lr0
         if cfg.lr_decay:
             for opt in (g_opt, c_opt):
-                opt.learning_rate.assign(lr0 * (1.0 - s / cfg.steps))
+                opt.learning_rate.assign(lr)
         n_critic = critic_iterations(s, cfg.n_critic, cfg.critic_warmup)
         for k in range(n_critic):
             c_metrics = steps.critic_step(next(data), tf.constant([params.seed, s * 1024 + k],
@@ -207,7 +208,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
                                                          tf.int64))
         examples_seen.assign_add(n_critic * cfg.batch)
         step.assign(s + 1)
-        log.append(s + 1, {**c_metrics, **g_metrics, "lr": g_opt.learning_rate})
+        log.append(s + 1, {**c_metrics, **g_metrics, "lr": lr})
         bar.update(1)
         done = s + 1 == cfg.steps
         if (s + 1) % cfg.log_every == 0 or done:
