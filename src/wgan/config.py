@@ -155,7 +155,7 @@ class SampleConfig:
 class ClassifierConfig:
     epochs: int = _ranged(3, 1)
     batch: int = _ranged(128, 1)
-    lr: float = _ranged(1e-3, 0.0, 1.0)
+    lr: float = _ranged(3e-3, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class EvaluateConfig:
     kid_subsets: int = _ranged(100, 1)
     kid_subset_size: int = _ranged(1000, 2)
     pr_k: int = _ranged(3, 1)
-    swd_patches: int = _ranged(64, 1)
+    swd_patches: int = _ranged(16, 1)
     inception: InceptionConfig = field(default_factory=InceptionConfig)
 
 

@@ -1,0 +1,159 @@
+"""A small domain classifier whose features and softmax score generated images.
+
+ImageNet Inception is slow on CPU, needs downloaded weights and knows nothing of
+28×28 digits, so FID/KID/precision-recall/classifier score are also computed in the
+feature space of this CNN, trained on the dataset's own train split. Its penultimate
+``features`` layer (128-d) plays Inception's pool3, its ``probs`` softmax Inception's
+logits. Unlabelled datasets (celeba, folder, mask) get no classifier; the stage then
+records why, so the pipeline still runs and evaluation falls back to label-free metrics.
+
+``classifier.keras`` is saved with ``info.json``: num_classes, layer names, the sha256
+of the .keras file (checked on load, so scores are never silently computed with another
+network) and that of the weights inside it. Only the latter goes into the evaluation
+protocol: Keras stamps the save date and object ids into the archive, so the file's
+hash changes whenever training is repeated, while the (deterministic) weights' does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers
+
+from wgan.config import ClassifierConfig
+from wgan.prepared import make_dataset, read_meta
+
+__all__ = [
+    "FEATURE_LAYER",
+    "PROBS_LAYER",
+    "DomainClassifier",
+    "build_classifier",
+    "train_classifier",
+    "load_feature_extractor",
+]
+
+FEATURE_LAYER = "features"
+PROBS_LAYER = "probs"
+MODEL_FILE = "classifier.keras"
+INFO_FILE = "info.json"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _weights_sha256(keras_file: Path) -> str:
+    with zipfile.ZipFile(keras_file) as archive:
+        return hashlib.sha256(archive.read("model.weights.h5")).hexdigest()
+
+
+def _conv_block(x, filters: int):
+    x = layers.Conv2D(filters, 5, strides=2, padding="same", use_bias=False)(x)
+    return layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
+
+
+def build_classifier(shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """Up to three strided 5×5 conv blocks (32, 64, 128 filters), then 128-d features.
+
+    Blocks stop once the side is ≤ 7 px: 28×28 gets two, 32×32 three. Strides instead
+    of pooling cost 4× less on 2 CPU cores. BatchNorm (momentum 0.9, so its moving
+    statistics settle within the ~100 steps of three bundled-MNIST epochs) is what lets
+    three epochs at lr 1e-3 pass 95% test accuracy (96.0% with seed 0).
+    """
+    x_in = keras.Input(shape, name="x")
+    x, side = x_in, shape[0]
+    for filters in (32, 64, 128):
+        if side <= 7:
+            break
+        x, side = _conv_block(x, filters), -(-side // 2)
+    x = layers.Dense(128, use_bias=False)(layers.Flatten()(x))
+    x = layers.ReLU(name=FEATURE_LAYER)(layers.BatchNormalization(momentum=0.9)(x))
+    out = layers.Dense(num_classes, activation="softmax", name=PROBS_LAYER)(
+        layers.Dropout(0.3)(x))
+    return keras.Model(x_in, out, name="domain_classifier")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def train_classifier(prepared_dir: str | Path, classifier_dir: str | Path,
+                     config: ClassifierConfig, seed: int) -> dict[str, Any]:
+    """Train, test and save the classifier; return the stage metrics.
+
+    For unlabelled data, write only ``info.json`` with the reason and return
+    ``{"trained": false, "reason": ...}``.
+    """
+    meta = read_meta(prepared_dir)
+    classifier_dir = Path(classifier_dir)
+    classifier_dir.mkdir(parents=True, exist_ok=True)
+    if meta.num_classes is None:
+        reason = f"dataset {meta.dataset!r} has no class labels"
+        _write_json(classifier_dir / INFO_FILE, {"trained": False, "reason": reason})
+        return {"trained": False, "reason": reason}
+    keras.utils.set_random_seed(seed)
+    model = build_classifier(meta.shape, meta.num_classes)
+    model.compile(optimizer=keras.optimizers.Adam(config.lr),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    train = make_dataset(prepared_dir, "train", config.batch, seed=seed, with_labels=True,
+                         repeat=True)
+    # Explicit step counts: Keras cannot know a TFRecord split's size and would warn.
+    # The dataset shuffles itself (seeded); Keras' shuffle flag would only warn too.
+    model.fit(train, epochs=config.epochs, steps_per_epoch=-(-meta.counts["train"] // config.batch),
+              shuffle=False, verbose=2)
+    test = make_dataset(prepared_dir, "test", 1000, shuffle=False, with_labels=True)
+    _, accuracy = model.evaluate(test, steps=-(-meta.counts["test"] // 1000), verbose=0)
+    model.save(classifier_dir / MODEL_FILE)
+    _write_json(classifier_dir / INFO_FILE, {
+        "trained": True,
+        "num_classes": meta.num_classes,
+        "shape": list(meta.shape),
+        "feature_layer": FEATURE_LAYER,
+        "probs_layer": PROBS_LAYER,
+        "sha256": _sha256(classifier_dir / MODEL_FILE),
+        "weights_sha256": _weights_sha256(classifier_dir / MODEL_FILE),
+    })
+    return {"trained": True, "test_accuracy": float(accuracy), "epochs": config.epochs}
+
+
+@dataclass(frozen=True)
+class DomainClassifier:
+    """Float images in [-1, 1] → (features [N, 128], probs [N, K]), as numpy."""
+
+    model: keras.Model  # outputs [features, probs]
+    shape: tuple[int, ...]
+    num_classes: int
+    weights_sha256: str
+    name: str = "domain-cnn"
+
+    def __call__(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+        features, probs = self.model(images, training=False)
+        return keras.ops.convert_to_numpy(features), keras.ops.convert_to_numpy(probs)
+
+
+def load_feature_extractor(classifier_dir: str | Path) -> DomainClassifier | None:
+    """The trained classifier as a feature extractor, or None when none was trained.
+
+    Raises:
+      ValueError: if ``classifier.keras`` does not match the sha256 in ``info.json``.
+    """
+    classifier_dir = Path(classifier_dir)
+    info = json.loads((classifier_dir / INFO_FILE).read_text())
+    if not info["trained"]:
+        return None
+    path = classifier_dir / MODEL_FILE
+    if _sha256(path) != info["sha256"]:
+        raise ValueError(f"{path} does not match the sha256 in {INFO_FILE}; re-run the "
+                         "classifier stage")
+    model = keras.models.load_model(path, compile=False)
+    both = keras.Model(model.input, [model.get_layer(info["feature_layer"]).output,
+                                     model.get_layer(info["probs_layer"]).output])
+    return DomainClassifier(both, tuple(info["shape"]), info["num_classes"],
+                            info["weights_sha256"])

@@ -1,0 +1,255 @@
+"""Score generated samples against real data, each score beside its real-vs-real floor.
+
+Protocol. The first ``evaluate.n`` generated samples are compared with a *reference*
+set: the real test split (its first ``n``), or, for a dataset without one, a held-out
+half of the train split. The *floor* of a metric is the same computation with a real
+train subset of the same size in place of the generated samples: what a perfect
+generator would score at this ``n`` (FID, for one, is biased upwards at small ``n``).
+For higher-is-better metrics (precision, recall, scores, coverage) it is the ceiling.
+When the train split is smaller than ``n`` (bundled MNIST: 4,500), ``n`` shrinks to it,
+so score and floor always use equal sizes.
+
+Every metric is written as ``{"value": ..., "floor": ...}`` so ``dvc metrics diff``
+shows both; ``protocol`` records dataset, n, reference split, seed and each feature
+network's name and weights sha256 (Inception's also its resize filter), or null.
+Metric families:
+
+* ``classifier`` (labelled images): FID, KID, precision/recall, classifier score, mode
+  coverage and class-histogram KL in the domain classifier's feature space
+  (:mod:`wgan.classifier`); nulls plus a reason when no classifier was trained.
+* ``inception`` (images): FID, KID and IS with ImageNet InceptionV3 at 299×299, only
+  when its weights are available; nulls plus a reason otherwise. Never fatal.
+* ``swd`` (images): sliced Wasserstein distance per Laplacian-pyramid level.
+* ``masks``: validity rate and length-distribution distances.
+
+Everything is held as uint8 arrays of n samples plus their features; feature
+extraction runs in batches.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wgan.classifier import DomainClassifier, load_feature_extractor
+from wgan.config import EvaluateConfig
+from wgan.metrics import (
+    class_histogram_kl,
+    classifier_score,
+    fid_from_features,
+    histogram_coverage,
+    kernel_inception_distance,
+    length_ks,
+    length_wasserstein,
+    mask_lengths,
+    mode_coverage,
+    precision_recall,
+    sliced_wasserstein_distance,
+    validity_rate,
+)
+from wgan.prepared import PreparedMeta, read_meta, read_numpy, to_float
+from wgan.sample import length_bins
+
+__all__ = ["CLASSIFIER_KEYS", "INCEPTION_KEYS", "MASK_KEYS", "RealSets", "evaluate",
+           "load_samples", "real_sets"]
+
+CLASSIFIER_KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "classifier_score",
+                   "mode_coverage", "class_kl")
+INCEPTION_KEYS = ("fid", "kid_mean", "kid_std", "is")
+MASK_KEYS = ("validity_rate", "length_w1", "length_ks", "histogram_coverage")
+_BATCH = 1000
+
+Scores = dict[str, float]
+
+
+@dataclass(frozen=True)
+class RealSets:
+    """The real uint8 samples of one evaluation: reference and floor (train) subsets."""
+
+    reference: np.ndarray
+    reference_labels: np.ndarray | None
+    reference_split: str
+    floor: np.ndarray
+
+
+def _read(prepared_dir: str | Path, split: str, limit: int) -> tuple[np.ndarray, np.ndarray | None]:
+    batches = list(read_numpy(prepared_dir, split, limit))
+    x = np.concatenate([b[0] for b in batches])
+    return x, (None if batches[0][1] is None else np.concatenate([b[1] for b in batches]))
+
+
+def real_sets(prepared_dir: str | Path, meta: PreparedMeta, n: int) -> RealSets:
+    """Reference (test split, else the first half of train) and up to ``n`` floor samples."""
+    if "test" in meta.counts:
+        reference, labels = _read(prepared_dir, "test", n)
+        return RealSets(reference, labels, "test", _read(prepared_dir, "train", n)[0])
+    n_reference = min(n, meta.counts["train"] // 2)
+    x, y = _read(prepared_dir, "train", n_reference + n)
+    return RealSets(x[:n_reference], None if y is None else y[:n_reference],
+                    f"train[:{n_reference}]", x[n_reference:])
+
+
+def load_samples(samples_dir: str | Path, n: int, meta: PreparedMeta) -> np.ndarray:
+    """The first ``n`` generated uint8 samples of ``samples.npz``, checked against ``meta``."""
+    with np.load(Path(samples_dir) / "samples.npz") as npz:
+        x = npz["x"][:n]
+    if x.dtype != np.uint8 or x.shape[1:] != meta.shape:
+        raise ValueError(f"samples are {x.dtype} {list(x.shape[1:])}, but the prepared "
+                         f"{meta.dataset} data is uint8 {list(meta.shape)}; re-run sample")
+    return x
+
+
+def _paired(score: Callable[[Any], Scores], generated: Any, floor: Any) -> dict[str, Any]:
+    """``{metric: {"value": score(generated), "floor": score(floor)}}``: one code path."""
+    value, floor_value = score(generated), score(floor)
+    return {k: {"value": value[k], "floor": floor_value[k]} for k in value}
+
+
+def _nulls(keys: tuple[str, ...], reason: str) -> dict[str, Any]:
+    return {**{k: {"value": None, "floor": None} for k in keys}, "reason": reason}
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _fid_kid(features: np.ndarray, reference: np.ndarray, config: EvaluateConfig,
+             seed: int) -> Scores:
+    """FID and KID of a feature set against the reference features."""
+    kid_mean, kid_std = kernel_inception_distance(
+        features, reference, config.kid_subsets, config.kid_subset_size, seed)
+    return {"fid": fid_from_features(features, reference), "kid_mean": kid_mean,
+            "kid_std": kid_std}
+
+
+def _classify(extractor: DomainClassifier, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Features and probabilities of uint8 images, ``_BATCH`` at a time."""
+    parts = [extractor(to_float(images[i:i + _BATCH], True))
+             for i in range(0, len(images), _BATCH)]
+    return np.concatenate([f for f, _ in parts]), np.concatenate([p for _, p in parts])
+
+
+def _classifier_metrics(extractor: DomainClassifier, generated: np.ndarray, real: RealSets,
+                        config: EvaluateConfig, seed: int, plots_dir: Path) -> dict[str, Any]:
+    """Domain-classifier metrics; also writes ``class_histogram.csv`` (class fractions)."""
+    if extractor.shape != real.reference.shape[1:]:
+        raise ValueError(f"the domain classifier was trained on {list(extractor.shape)} "
+                         f"samples, not {list(real.reference.shape[1:])}; re-run its stage")
+    k = extractor.num_classes
+    ref_features, _ = _classify(extractor, real.reference)
+
+    def score(outputs: tuple[np.ndarray, np.ndarray]) -> Scores:
+        features, probs = outputs
+        labels = probs.argmax(axis=1)
+        precision, recall = precision_recall(ref_features, features, k=config.pr_k)
+        return {**_fid_kid(features, ref_features, config, seed),
+                "precision": precision, "recall": recall,
+                "classifier_score": classifier_score(probs),
+                "mode_coverage": mode_coverage(labels, k),
+                "class_kl": class_histogram_kl(labels, real.reference_labels, k)}
+
+    generated_outputs = _classify(extractor, generated)
+    metrics = _paired(score, generated_outputs, _classify(extractor, real.floor))
+    fractions = [np.bincount(y, minlength=k) / len(y)
+                 for y in (real.reference_labels, generated_outputs[1].argmax(axis=1))]
+    _write_csv(plots_dir / "class_histogram.csv", ["class", "real", "generated"],
+               [[c, *(float(f[c]) for f in fractions)] for c in range(k)])
+    return metrics
+
+
+def _inception_metrics(generated: np.ndarray, real: RealSets, config: EvaluateConfig,
+                       seed: int) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """Inception FID/KID/IS and the network's protocol entry, or nulls with a reason and None.
+
+    The entry records the resize filter: Inception is the only metric that resizes.
+    """
+    # Imported here: building InceptionV3 is only worth it when weights exist.
+    from wgan.metrics.inception import InceptionExtractor, resolve_inception_weights
+
+    weights, reason = resolve_inception_weights(config.inception.weights,
+                                                config.inception.download)
+    if weights is None:
+        return _nulls(INCEPTION_KEYS, reason), None
+    try:
+        extractor = InceptionExtractor(weights)
+        ref_features, _ = extractor.features_and_probs(real.reference)
+
+        def score(images: np.ndarray) -> Scores:
+            features, probs = extractor.features_and_probs(images)
+            return {**_fid_kid(features, ref_features, config, seed),
+                    "is": classifier_score(probs)}
+
+        metrics = _paired(score, generated, real.floor)
+    except Exception as err:  # Inception is optional: any failure is recorded, never fatal.
+        return _nulls(INCEPTION_KEYS, f"inception failed: {err!r}"), None
+    return metrics, {"name": "keras InceptionV3 (ImageNet)", "sha256": extractor.sha256,
+                     "resize_filter": f"{extractor.resize_filter} to 299x299"}
+
+
+def _swd_metrics(generated: np.ndarray, real: RealSets, config: EvaluateConfig, seed: int,
+                 plots_dir: Path) -> dict[str, Any]:
+    """SWD per pyramid level on equal-size sets; also writes ``swd_levels.csv``."""
+    m = min(len(generated), len(real.reference))
+
+    def score(images: np.ndarray) -> Scores:
+        return sliced_wasserstein_distance(images[:m], real.reference[:m],
+                                           patches_per_image=config.swd_patches, seed=seed)
+
+    metrics = _paired(score, generated, real.floor)
+    _write_csv(plots_dir / "swd_levels.csv", ["level", "generated", "floor"],
+               [[level, s["value"], s["floor"]] for level, s in metrics.items()])
+    return metrics
+
+
+def _mask_metrics(generated: np.ndarray, real: RealSets, plots_dir: Path) -> dict[str, Any]:
+    """Validity and length-distribution metrics; also writes ``lengths.csv`` (fractions)."""
+    ref_lengths = mask_lengths(real.reference)
+
+    def score(masks: np.ndarray) -> Scores:
+        lengths = mask_lengths(masks)
+        return {"validity_rate": validity_rate(masks),
+                "length_w1": length_wasserstein(ref_lengths, lengths),
+                "length_ks": length_ks(ref_lengths, lengths),
+                "histogram_coverage": histogram_coverage(ref_lengths, lengths)}
+
+    bins = length_bins(real.reference.shape[1])
+    counts = [np.histogram(lengths, bins)[0] / len(lengths)
+              for lengths in (ref_lengths, mask_lengths(generated))]
+    _write_csv(plots_dir / "lengths.csv", ["length", "real", "generated"],
+               [[int(lo), float(r), float(g)] for lo, r, g in zip(bins[:-1], *counts, strict=True)])
+    return _paired(score, generated, real.floor)
+
+
+def evaluate(prepared_dir: str | Path, samples_dir: str | Path, classifier_dir: str | Path,
+             plots_dir: str | Path, config: EvaluateConfig, seed: int) -> dict[str, Any]:
+    """All metrics that apply to the dataset, with floors and the protocol; writes plot CSVs."""
+    meta = read_meta(prepared_dir)
+    generated = load_samples(samples_dir, config.n, meta)
+    real = real_sets(prepared_dir, meta, len(generated))
+    generated = generated[:len(real.floor)]  # score and floor at equal n
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    protocol = {"dataset": meta.dataset, "n_samples": len(generated),
+                "n_reference": len(real.reference), "reference_split": real.reference_split,
+                "seed": seed, "feature_extractor": None, "inception": None}
+    if not meta.is_image:
+        return {"protocol": protocol, "masks": _mask_metrics(generated, real, plots_dir)}
+    extractor = load_feature_extractor(classifier_dir)
+    if extractor is None:
+        classifier = _nulls(CLASSIFIER_KEYS, f"no domain classifier for {meta.dataset!r} "
+                                             "(unlabelled)")
+    else:
+        classifier = _classifier_metrics(extractor, generated, real, config, seed, plots_dir)
+        protocol["feature_extractor"] = {"name": extractor.name,
+                                         "sha256": extractor.weights_sha256}
+    inception, protocol["inception"] = _inception_metrics(generated, real, config, seed)
+    return {"protocol": protocol, "classifier": classifier, "inception": inception,
+            "swd": _swd_metrics(generated, real, config, seed, plots_dir)}

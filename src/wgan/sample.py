@@ -1,0 +1,95 @@
+"""Draw samples from a trained generator in the prepared layout, plus pictures of them.
+
+The noise is z ~ N(0, 1) from a fresh ``numpy`` generator seeded by the top-level
+``seed``: no global RNG state is read or changed, so re-running gives identical
+samples, and because the stream is drawn in order the samples do not depend on
+``sample.batch`` either. The generator runs in inference mode (BatchNorm uses its
+moving statistics), so a sample does not depend on the other samples of its batch.
+
+Outputs: ``samples.npz`` (key ``x``: uint8 HWC images or 0/1 masks [N, L]) and
+``grid.png``; for masks also ``masks.pkl`` (float32 0/1 [N, L], the WGAN_GP_MASK
+input format) and ``lengths.png`` (real vs generated mask lengths).
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import keras
+import numpy as np
+from matplotlib.figure import Figure
+
+from wgan.config import SampleConfig
+from wgan.metrics.masks import mask_lengths
+from wgan.prepared import read_meta, read_numpy, to_uint8
+from wgan.visualize import sample_grid, save_png
+
+__all__ = ["generate", "length_bins", "load_generator", "write_samples"]
+
+
+def load_generator(path: str | Path) -> keras.Model:
+    """The saved generator, without optimizer state (inference only)."""
+    return keras.models.load_model(path, compile=False)
+
+
+def generate(generator: keras.Model, n: int, batch: int, seed: int, is_image: bool) -> np.ndarray:
+    """``n`` uint8 samples in the prepared layout, ``batch`` generator calls at a time."""
+    z_dim = generator.input_shape[-1]
+    rng = np.random.default_rng(seed)
+    out = None
+    for start in range(0, n, batch):
+        z = rng.standard_normal((min(batch, n - start), z_dim), dtype=np.float32)
+        x = to_uint8(keras.ops.convert_to_numpy(generator(z, training=False)), is_image)
+        if out is None:
+            out = np.empty((n, *x.shape[1:]), np.uint8)
+        out[start:start + len(x)] = x
+    return out
+
+
+def length_bins(length: int) -> np.ndarray:
+    """Fixed histogram edges over [0, L] for mask lengths, so runs compare bin by bin."""
+    return np.linspace(0, length, 51)
+
+
+def _real_lengths(prepared_dir: str | Path) -> np.ndarray:
+    """Mask lengths of the whole train split, streamed."""
+    return np.concatenate([mask_lengths(x) for x, _ in read_numpy(prepared_dir, "train")])
+
+
+def _save_length_histogram(real: np.ndarray, generated: np.ndarray, length: int,
+                           path: Path) -> None:
+    """Overlaid density histograms of real and generated mask lengths."""
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    bins = length_bins(length)
+    ax.hist(real, bins=bins, density=True, alpha=0.5, label=f"real train ({len(real)})")
+    ax.hist(generated, bins=bins, density=True, alpha=0.5, label=f"generated ({len(generated)})")
+    ax.set_xlabel("mask length (number of ones)")
+    ax.set_ylabel("density")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def write_samples(generator_path: str | Path, prepared_dir: str | Path, samples_dir: str | Path,
+                  report_dir: str | Path, config: SampleConfig, seed: int) -> np.ndarray:
+    """Generate ``config.n`` samples and write the sample stage's outputs; return them."""
+    meta = read_meta(prepared_dir)
+    samples = generate(load_generator(generator_path), config.n, config.batch, seed,
+                       meta.is_image)
+    if samples.shape[1:] != meta.shape:
+        raise ValueError(f"generator makes samples of shape {list(samples.shape[1:])}, but "
+                         f"{prepared_dir} holds {list(meta.shape)}; retrain on this dataset")
+    samples_dir, report_dir = Path(samples_dir), Path(report_dir)
+    samples_dir.mkdir(parents=True, exist_ok=True)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(samples_dir / "samples.npz", x=samples)
+    grid = sample_grid(samples[:config.grid ** 2], columns=config.grid)
+    save_png(grid, report_dir / "grid.png", scale=2 if meta.is_image else 1)
+    if not meta.is_image:
+        with open(samples_dir / "masks.pkl", "wb") as f:
+            pickle.dump(samples.astype(np.float32), f, protocol=pickle.HIGHEST_PROTOCOL)
+        _save_length_histogram(_real_lengths(prepared_dir), mask_lengths(samples),
+                               meta.shape[0], report_dir / "lengths.png")
+    return samples

@@ -1,0 +1,293 @@
+"""sample → classifier → evaluate on tiny datasets built here, plus each stage's main().
+
+The labelled set is synthetic "digits": one Gaussian blob per class at a class-dependent
+position, which the domain classifier learns in a second. The generators are untrained
+one-layer Keras models, i.e. garbage, so every distance must lie above its real-vs-real
+floor. No Inception weights are downloaded: without them (or with a broken file) its
+metrics must be null with a reason; with a file, a stand-in network checks the plumbing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+from wgan.classifier import load_feature_extractor, train_classifier  # noqa: E402
+from wgan.config import (  # noqa: E402
+    ClassifierConfig,
+    EvaluateConfig,
+    InceptionConfig,
+    ModelConfig,
+    SampleConfig,
+    parse_params,
+)
+from wgan.datasets import masks as mask_reader  # noqa: E402
+from wgan.datasets.safe_pickle import load_pickle  # noqa: E402
+from wgan.evaluate import CLASSIFIER_KEYS, INCEPTION_KEYS, MASK_KEYS, evaluate  # noqa: E402
+from wgan.metrics import inception  # noqa: E402
+from wgan.models import latent_dim  # noqa: E402
+from wgan.prepared import Source, write_prepared  # noqa: E402
+from wgan.sample import write_samples  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = (28, 28, 1)
+MASK_LENGTH = 64
+SEED = 3
+SAMPLE = SampleConfig(n=120, batch=50, grid=4)
+CLASSIFIER = ClassifierConfig(epochs=4, batch=32, lr=3e-3)
+EVALUATE = EvaluateConfig(n=100, kid_subsets=10, kid_subset_size=50, pr_k=3, swd_patches=8)
+# Lower is better for these; for the others the floor is a ceiling.
+DISTANCES = ("fid", "kid_mean", "class_kl")
+
+
+def blob_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [n, 28, 28, 1] noisy images of one bright blob whose position encodes the class."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    rows, cols = np.mgrid[0:28, 0:28]
+    centres = np.stack([5 + 9 * (labels // 4), 4 + 7 * (labels % 4)], 1) + rng.normal(0, 0.7,
+                                                                                        (n, 2))
+    dist2 = (rows - centres[:, 0, None, None]) ** 2 + (cols - centres[:, 1, None, None]) ** 2
+    images = 220 * np.exp(-dist2 / 8.0) + rng.uniform(0, 35, (n, 28, 28))
+    return images.clip(0, 255).astype(np.uint8)[..., None], labels
+
+
+def prefix_masks(n: int, seed: int) -> np.ndarray:
+    lengths = np.random.default_rng(seed).integers(8, 48, n)
+    return (np.arange(MASK_LENGTH)[None, :] < lengths[:, None]).astype(np.uint8)
+
+
+def prepare(out: Path, shape: tuple[int, ...], splits: dict, num_classes: int | None) -> Path:
+    examples = {name: [(x, None if y is None else int(y)) for x, y in zip(*arrays, strict=True)]
+                for name, arrays in splits.items()}
+    source = Source("synthetic", shape, num_classes, examples, {},
+                    {name: len(e) for name, e in examples.items()})
+    write_prepared(source, out, shards=2, params={})
+    return out
+
+
+def garbage_generator(path: Path, shape: tuple[int, ...]) -> Path:
+    """An untrained generator with the pipeline's latent size: tanh images or sigmoid masks."""
+    keras.utils.set_random_seed(0)
+    z = keras.Input((latent_dim(ModelConfig(), shape),))
+    if len(shape) == 3:
+        x = keras.layers.Reshape(shape)(keras.layers.Dense(math.prod(shape), "tanh")(z))
+    else:
+        x = keras.layers.Dense(shape[0], "sigmoid")(z)
+    keras.Model(z, x).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> dict[str, Path]:
+    """Prepared blob digits, a trained classifier and garbage samples, shared by the tests."""
+    root = tmp_path_factory.mktemp("digits")
+    prepared = prepare(root / "prepared", SHAPE, {"train": blob_digits(200, 0),
+                                                  "test": blob_digits(100, 1)}, 10)
+    generator = garbage_generator(root / "generator.keras", SHAPE)
+    write_samples(generator, prepared, root / "samples", root / "report", SAMPLE, SEED)
+    metrics = train_classifier(prepared, root / "classifier", CLASSIFIER, SEED)
+    return {"root": root, "prepared": prepared, "generator": generator,
+            "samples": root / "samples", "classifier": root / "classifier",
+            "report": root / "report", "metrics": metrics}
+
+
+@pytest.fixture(scope="module")
+def digits_eval(digits) -> tuple[dict, Path]:
+    plots = digits["root"] / "plots"
+    result = evaluate(digits["prepared"], digits["samples"], digits["classifier"], plots,
+                      EVALUATE, SEED)
+    return result, plots
+
+
+def assert_paired_finite(section: dict, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        assert set(section[key]) == {"value", "floor"}, key
+        assert all(math.isfinite(v) for v in section[key].values()), (key, section[key])
+
+
+def test_sample_writes_prepared_layout_and_grid(digits) -> None:
+    with np.load(digits["samples"] / "samples.npz") as npz:
+        x = npz["x"]
+    assert x.shape == (SAMPLE.n, *SHAPE) and x.dtype == np.uint8
+    assert (digits["report"] / "grid.png").is_file()
+    assert not (digits["samples"] / "masks.pkl").exists()
+
+
+def test_sample_is_deterministic_per_seed_and_batch_size(digits, tmp_path) -> None:
+    def draw(seed: int, batch: int) -> np.ndarray:
+        out = tmp_path / f"{seed}-{batch}"
+        return write_samples(digits["generator"], digits["prepared"], out, out,
+                             SampleConfig(n=SAMPLE.n, batch=batch, grid=2), seed)
+
+    with np.load(digits["samples"] / "samples.npz") as npz:
+        first = npz["x"]
+    np.testing.assert_array_equal(draw(SEED, SAMPLE.batch), first)
+    np.testing.assert_array_equal(draw(SEED, 7), first)
+    assert not np.array_equal(draw(SEED + 1, SAMPLE.batch), first)
+
+
+def test_classifier_learns_blobs_and_extracts_features(digits) -> None:
+    assert digits["metrics"]["trained"] and digits["metrics"]["test_accuracy"] >= 0.9
+    info = json.loads((digits["classifier"] / "info.json").read_text())
+    assert info["num_classes"] == 10 and len(info["sha256"]) == 64
+    extractor = load_feature_extractor(digits["classifier"])
+    features, probs = extractor(np.zeros((5, *SHAPE), np.float32))
+    assert features.shape == (5, 128) and probs.shape == (5, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_evaluate_reports_every_metric_with_a_floor(digits_eval) -> None:
+    result, plots = digits_eval
+    assert_paired_finite(result["classifier"], CLASSIFIER_KEYS)
+    assert_paired_finite(result["swd"], ("28x28", "14x14", "avg"))
+    assert result["protocol"] == {
+        "dataset": "synthetic", "n_samples": EVALUATE.n, "n_reference": 100,
+        "reference_split": "test", "seed": SEED, "inception": None,
+        "feature_extractor": {"name": "domain-cnn", "sha256": result["protocol"]
+                              ["feature_extractor"]["sha256"]}}
+    assert (plots / "class_histogram.csv").read_text().startswith("class,real,generated\n")
+    assert len((plots / "swd_levels.csv").read_text().splitlines()) == 4
+
+
+def test_garbage_scores_worse_than_its_floor(digits_eval) -> None:
+    result, _ = digits_eval
+    for key in DISTANCES:
+        assert result["classifier"][key]["value"] > result["classifier"][key]["floor"], key
+    assert result["swd"]["avg"]["value"] > result["swd"]["avg"]["floor"]
+    assert result["classifier"]["recall"]["value"] < result["classifier"]["recall"]["floor"]
+
+
+@pytest.mark.parametrize("weights", [None, "missing.h5"])
+def test_inception_without_weights_is_null_with_reason(digits_eval, digits, weights) -> None:
+    result, _ = digits_eval
+    if weights is not None:
+        config = EvaluateConfig(**{**EVALUATE.__dict__,
+                                   "inception": InceptionConfig(weights=weights)})
+        result = evaluate(digits["prepared"], digits["samples"], digits["classifier"],
+                          digits["root"] / "plots-missing", config, SEED)
+        assert "missing.h5" in result["inception"]["reason"]
+    assert result["inception"]["reason"]
+    for key in INCEPTION_KEYS:
+        assert result["inception"][key] == {"value": None, "floor": None}
+
+
+def test_broken_inception_weights_do_not_fail_evaluation(digits, tmp_path) -> None:
+    bad = tmp_path / "inception.h5"
+    bad.write_bytes(b"not an h5 file")
+    config = EvaluateConfig(n=20, kid_subsets=2, kid_subset_size=10, swd_patches=2,
+                            inception=InceptionConfig(weights=str(bad)))
+    result = evaluate(digits["prepared"], digits["samples"], digits["classifier"],
+                      tmp_path / "plots", config, SEED)
+    assert result["inception"]["reason"].startswith("inception failed")
+    assert result["inception"]["fid"]["value"] is None
+
+
+class FakeInception:
+    """Stands in for InceptionV3 (covered in test_metrics) to keep this plumbing test fast."""
+
+    resize_filter = "PIL.BICUBIC"
+
+    def __init__(self, weights: str) -> None:
+        self.sha256 = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+
+    def features_and_probs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        features = images.reshape(len(images), -1)[:, ::49].astype(np.float32)
+        logits = features[:, :10] / 50.0
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        return features, probs
+
+
+def test_inception_metrics_with_local_weights(digits, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(inception, "InceptionExtractor", FakeInception)
+    weights = tmp_path / "inception.weights.h5"
+    weights.write_bytes(b"weights")
+    config = EvaluateConfig(n=40, kid_subsets=2, kid_subset_size=10, swd_patches=2,
+                            inception=InceptionConfig(weights=str(weights)))
+    result = evaluate(digits["prepared"], digits["samples"], digits["classifier"],
+                      tmp_path / "plots", config, SEED)
+    assert "reason" not in result["inception"]
+    assert_paired_finite(result["inception"], INCEPTION_KEYS)
+    assert result["inception"]["fid"]["value"] > result["inception"]["fid"]["floor"]
+    assert result["protocol"]["inception"] == {
+        "name": "keras InceptionV3 (ImageNet)", "resize_filter": "PIL.BICUBIC to 299x299",
+        "sha256": hashlib.sha256(b"weights").hexdigest()}
+
+
+def test_unlabelled_images_use_held_out_train_and_no_classifier(tmp_path) -> None:
+    images, _ = blob_digits(120, 2)
+    prepared = prepare(tmp_path / "prepared", SHAPE, {"train": (images, [None] * 120)}, None)
+    metrics = train_classifier(prepared, tmp_path / "classifier", CLASSIFIER, SEED)
+    assert metrics["trained"] is False and "labels" in metrics["reason"]
+    assert load_feature_extractor(tmp_path / "classifier") is None
+    generator = garbage_generator(tmp_path / "generator.keras", SHAPE)
+    write_samples(generator, prepared, tmp_path / "samples", tmp_path / "report", SAMPLE, SEED)
+    result = evaluate(prepared, tmp_path / "samples", tmp_path / "classifier",
+                      tmp_path / "plots", EVALUATE, SEED)
+    assert result["protocol"]["reference_split"] == "train[:60]"
+    assert result["protocol"]["n_samples"] == 60
+    assert result["classifier"]["fid"]["value"] is None and result["classifier"]["reason"]
+    assert_paired_finite(result["swd"], ("avg",))
+
+
+def test_masks_path(tmp_path) -> None:
+    prepared = prepare(tmp_path / "prepared", (MASK_LENGTH,),
+                       {"train": (prefix_masks(150, 0), [None] * 150),
+                        "test": (prefix_masks(50, 1), [None] * 50)}, None)
+    generator = garbage_generator(tmp_path / "generator.keras", (MASK_LENGTH,))
+    samples = write_samples(generator, prepared, tmp_path / "samples", tmp_path / "report",
+                            SAMPLE, SEED)
+    pickled = tmp_path / "samples" / "masks.pkl"
+    masks = load_pickle(pickled)
+    assert masks.dtype == np.float32 and masks.shape == (SAMPLE.n, MASK_LENGTH)
+    # The pickle is valid input for the mask dataset reader, sample for sample.
+    data = parse_params({"data": {"name": "mask", "mask": {
+        "path": str(pickled), "length": MASK_LENGTH, "test_fraction": 0.0}}}).data
+    reread = [x.tobytes() for x, _ in mask_reader.load(data, tmp_path).splits["train"]]
+    assert sorted(reread) == sorted(x.tobytes() for x in samples)
+    assert (tmp_path / "report" / "lengths.png").is_file()
+    train_classifier(prepared, tmp_path / "classifier", CLASSIFIER, SEED)
+    result = evaluate(prepared, tmp_path / "samples", tmp_path / "classifier",
+                      tmp_path / "plots", EVALUATE, SEED)
+    assert set(result) == {"protocol", "masks"}
+    assert_paired_finite(result["masks"], MASK_KEYS)
+    assert result["masks"]["validity_rate"]["floor"] == 1.0
+    assert result["masks"]["length_w1"]["value"] > result["masks"]["length_w1"]["floor"]
+    assert (tmp_path / "plots" / "lengths.csv").read_text().startswith("length,real,generated")
+
+
+def test_stage_scripts_run_end_to_end(digits, tmp_path) -> None:
+    params = {"seed": SEED, "sample": {"n": 40, "batch": 20, "grid": 3},
+              "classifier": {"epochs": 1, "batch": 32, "lr": 0.003},
+              "evaluate": {"n": 40, "kid_subsets": 3, "kid_subset_size": 20, "pr_k": 3,
+                           "swd_patches": 2}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    prepared, generator = str(digits["prepared"]), str(digits["generator"])
+    commands = [
+        ["sample.py", generator, prepared, "samples", "reports/sample"],
+        ["classifier.py", prepared, "models/classifier", "metrics/classifier.json"],
+        ["evaluate.py", prepared, "samples", "models/classifier", "metrics/eval.json",
+         "metrics/eval_plots"],
+    ]
+    for script, *args in commands:
+        done = subprocess.run([sys.executable, str(ROOT / "stages" / script), *args],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "metrics/classifier.json").read_text())["trained"] is True
+    result = json.loads((tmp_path / "metrics/eval.json").read_text())
+    assert result["protocol"]["n_samples"] == 40
+    assert_paired_finite(result["classifier"], CLASSIFIER_KEYS)
+    assert (tmp_path / "reports/sample/grid.png").is_file()
