@@ -2,12 +2,17 @@
 
 Layout of ``data/prepared/<name>/``::
 
-    train-00000-of-000NN.tfrecord.gz ...   GZIP TFRecord shards
+    train-00000-of-000NN.tfrecord.gz ...   GZIP TFRecord shards (see below)
     test-00000-of-000MM.tfrecord.gz  ...   (when the dataset has a test split)
     meta.json                              dataset, shape, counts, num_classes, sha256, params
 
 Each record is a ``tf.train.Example`` with ``x``: the raw bytes of one uint8 sample
 (HWC order for images, length-L 0/1 for masks) and, for labelled data, ``y``: int64.
+Examples go round-robin over a split's shards (example i to shard i mod N). Every shard
+is one gzip stream, read with ``compression_type="GZIP"``; the deflate level is the
+reader module's choice (``Source.compression_level``): 1 by default, 0 (stored blocks,
+still gzip) for photos, which deflate shrinks by only 10-25% for more CPU than the JPEG
+decode itself (see BENCHMARKS.md).
 
 Writes are atomic: shards and ``meta.json`` go to a hidden temporary sibling that is
 renamed into place only when complete, so a killed prepare leaves nothing that looks
@@ -44,7 +49,6 @@ __all__ = [
 ]
 
 META_FILE = "meta.json"
-_OPTIONS = tf.io.TFRecordOptions(compression_type="GZIP", compression_level=1)
 
 Example = tuple[np.ndarray, int | None]
 
@@ -56,6 +60,7 @@ class Source:
     ``splits`` maps a split name to an iterable of ``(uint8 sample, label or None)``;
     it is consumed once, streaming, so readers never hold a whole dataset.
     ``size_hints`` (expected counts) only chooses the number of shards.
+    ``compression_level`` is the gzip deflate level of the shards (0-9).
     """
 
     name: str
@@ -65,6 +70,7 @@ class Source:
     sha256: dict[str, str]
     size_hints: dict[str, int] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    compression_level: int = 1
 
 
 @dataclass(frozen=True)
@@ -93,13 +99,15 @@ def _serialize(x: np.ndarray, y: int | None) -> bytes:
 
 
 def _write_split(
-    directory: Path, split: str, examples: Iterable[Example], shape: tuple[int, ...], shards: int
+    directory: Path, split: str, examples: Iterable[Example], shape: tuple[int, ...], shards: int,
+    compression_level: int = 1,
 ) -> int:
     """Round-robin examples over ``shards`` files; return how many were written."""
+    options = tf.io.TFRecordOptions(compression_type="GZIP", compression_level=compression_level)
     with contextlib.ExitStack() as stack:
         writers = [
             stack.enter_context(
-                tf.io.TFRecordWriter(str(directory / shard_name(split, i, shards)), _OPTIONS)
+                tf.io.TFRecordWriter(str(directory / shard_name(split, i, shards)), options)
             )
             for i in range(shards)
         ]
@@ -128,7 +136,8 @@ def write_prepared(source: Source, out_dir: str | Path, shards: int, params: dic
         counts = {}
         for split, examples in source.splits.items():
             n_shards = max(1, min(shards, source.size_hints.get(split, shards)))
-            counts[split] = _write_split(tmp, split, examples, source.shape, n_shards)
+            counts[split] = _write_split(tmp, split, examples, source.shape, n_shards,
+                                         source.compression_level)
             if counts[split] == 0:
                 raise ValueError(f"{source.name}: split {split!r} has no usable samples")
         meta = PreparedMeta(

@@ -5,6 +5,20 @@ loss is always ``adversarial + penalty_weight * penalty``, built per example and
 averaged against the global batch. Each replica function is wrapped once in a
 ``tf.function`` that runs it on every replica and sums the per-replica metrics,
 so the returned numbers are global means. Inputs are tensors only (no retracing).
+
+Speed (see BENCHMARKS.md), none of which changes what is computed:
+
+- On one replica with ``train.jit_compile`` the whole step (gradients, update, weight
+  clipping, metrics) is one XLA cluster, not just the gradient math.
+- The penalty's second backward pass skips the zero branch. TensorFlow's gradient of
+  ``LeakyReluGrad`` returns ``zeros_like(features)``, which the outer tape then
+  back-propagates through the whole forward pass of the penalty points (a conv
+  backprop-filter and backprop-input on zeros, ~15% of a WGAN-GP critic step). For a
+  critic built only of conv/dense layers and (leaky) ReLUs — piecewise linear, so its
+  activation pattern has zero derivative — the penalty's forward pass runs off the outer
+  tape on pre-read weight tensors (``stateless_call``); the backward ops that carry the
+  true dependence on the weights are still recorded. Any other critic (e.g.
+  ``critic_norm: layer``) takes the plain path.
 """
 
 from __future__ import annotations
@@ -20,6 +34,11 @@ from wgan.losses import get_loss
 from wgan.penalties import get_penalty, interpolates, perturbed
 
 __all__ = ["VARIANT_PARTS", "TrainSteps", "make_train_steps"]
+
+# Layers whose input gradient depends on the weights but not (a.e.) on the activations.
+_PIECEWISE_LINEAR = (keras.layers.InputLayer, keras.layers.Conv2D, keras.layers.Dense,
+                     keras.layers.LeakyReLU, keras.layers.ReLU, keras.layers.Flatten,
+                     keras.layers.Reshape)
 
 # variant -> (loss name, penalty name)
 VARIANT_PARTS = {
@@ -41,6 +60,19 @@ def _seeds(seed: tf.Tensor, n: int) -> list[tf.Tensor]:
     return list(tf.unstack(tf.random.experimental.stateless_split(seed, n)))
 
 
+def _layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+
+
+def _piecewise_linear(model: keras.Model) -> bool:
+    linear = keras.activations.get(None)
+    return all(isinstance(layer, _PIECEWISE_LINEAR)
+               and getattr(layer, "activation", linear) is linear for layer in _layers(model))
+
+
 def make_train_steps(
     strategy: tf.distribute.Strategy,
     generator: keras.Model,
@@ -57,14 +89,12 @@ def make_train_steps(
     batch = train.batch
     weight = train.penalty_weight or 0.0
     perturb = train.variant == "wgan-lp" and train.lp_sampling == "perturb"
-    # XLA compiles the loss-and-gradient math of a single replica. With several replicas
-    # the synchronised BatchNorm all-reduce cannot sit inside a nested tf.function, so
-    # the math stays in the outer (non-XLA) function there.
-    if train.jit_compile and strategy.num_replicas_in_sync == 1:
-        compiled = tf.function(jit_compile=True)
-    else:
-        def compiled(fn):
-            return fn
+    # XLA compiles the whole step on one replica. With several replicas the synchronised
+    # BatchNorm all-reduce cannot sit inside an XLA cluster, so the step stays uncompiled.
+    step_function = (tf.function(jit_compile=True)
+                     if train.jit_compile and strategy.num_replicas_in_sync == 1
+                     else tf.function)
+    off_tape = penalty_name != "none" and _piecewise_linear(critic)
 
     def average(per_example: tf.Tensor) -> tf.Tensor:
         return tf.nn.compute_average_loss(per_example, global_batch_size=batch)
@@ -76,7 +106,20 @@ def make_train_steps(
             return perturbed(real, fake, tf.reshape(noise, [-1, *real.shape[1:]]), train.perturb)
         return interpolates(real, fake, global_noise("uniform", [batch], seed))
 
-    @compiled
+    def penalty_critic(tape: tf.GradientTape):
+        """The critic as the penalty calls it (see the module docstring for ``off_tape``)."""
+        if not off_tape:
+            return critic
+        # Read under ``tape`` so the backward ops that use these tensors reach the weights.
+        weights = [tf.convert_to_tensor(v) for v in critic.trainable_variables]
+        state = [tf.convert_to_tensor(v) for v in critic.non_trainable_variables]
+
+        def call(points):
+            with tape.stop_recording():
+                return critic.stateless_call(weights, state, points)[0]
+
+        return call
+
     def critic_grads(real, seed):
         z_seed, point_seed = _seeds(seed, 2)
         z = global_noise("normal", [batch, z_dim], z_seed)
@@ -87,7 +130,7 @@ def make_train_steps(
             d_fake = critic(fake, training=True)
             adversarial = loss.critic(d_real, d_fake)
             points = penalty_points(real, fake, point_seed)
-            pen, norms = penalty(critic, points)
+            pen, norms = penalty(penalty_critic(tape), points)
             # Fold the 2B perturbed points back onto the B examples they came from.
             pen = tf.reduce_mean(tf.reshape(pen, [-1, tf.shape(adversarial)[0]]), axis=0)
             total = average(adversarial + weight * pen)
@@ -102,7 +145,6 @@ def make_train_steps(
         }
         return grads, metrics
 
-    @compiled
     def generator_grads(seed):
         z = global_noise("normal", [batch, z_dim], seed)
         with tf.GradientTape() as tape:
@@ -142,13 +184,13 @@ def make_train_steps(
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for k, v in per_replica.items()}
 
-    @tf.function
+    @step_function
     def critic_step(real, seed):
         grads, metrics = strategy.run(critic_grads, args=(real, seed))
         strategy.run(apply_critic, args=(clip_summed(grads),))
         return summed(metrics)
 
-    @tf.function
+    @step_function
     def generator_step(seed):
         grads, metrics = strategy.run(generator_grads, args=(seed,))
         strategy.run(apply_generator, args=(clip_summed(grads),))

@@ -17,9 +17,11 @@ reads either.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import io
+import itertools
 import multiprocessing
 import os
 import zipfile
@@ -45,6 +47,7 @@ _BAD_IMAGE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBom
 _PARTITION = "list_eval_partition.txt"
 _SPLIT_SALT = b"wgan-split-0:"  # the fixed "seed" of the hash split
 _CHUNK = 64  # files per pool task: amortises inter-process overhead, keeps results flowing
+_IN_FLIGHT = 3  # chunks per worker submitted ahead of the consumer (bounds memory)
 _REPORT_LIMIT = 1000  # files listed in the report; the count is always exact
 
 _Result = tuple[str, np.ndarray | None, str | None]  # (file sha256, image, skip reason)
@@ -129,22 +132,42 @@ def _skip(report: dict[str, Any], name: str, reason: str) -> None:
         report["files"].append({"file": name, "reason": reason})
 
 
+def _process_chunk(recipe: _Recipe, names: list[str]) -> list[_Result]:
+    """Worker: :func:`_process` for each file of one chunk (one round trip per chunk)."""
+    return [_process(recipe, name) for name in names]
+
+
 def _decode(
     recipe: _Recipe, names: list[str], workers: int, report: dict[str, Any],
     sha256: dict[str, str], key: str,
 ) -> Iterator[Example]:
-    """Stream samples in ``names`` order; the pool lives only while the split is consumed."""
+    """Stream samples in ``names`` order; the pool lives only while the split is consumed.
+
+    At most ``_IN_FLIGHT`` chunks per worker are queued or waiting to be consumed, so
+    memory stays flat however many files there are and however slow the consumer is
+    (``Pool.imap`` would queue every chunk at once and buffer all finished results).
+    """
     manifest = hashlib.sha256()
-    n_chunks = -(-len(names) // _CHUNK)
+    chunks = [names[i:i + _CHUNK] for i in range(0, len(names), _CHUNK)]
+    workers = max(1, min(workers, len(chunks)))
     # Clearing the zip cache in each worker keeps forked workers from sharing one file offset.
-    with multiprocessing.Pool(min(workers, n_chunks), initializer=_open_zip.cache_clear) as pool:
-        results = pool.imap(functools.partial(_process, recipe), names, chunksize=_CHUNK)
-        for name, (digest, image, reason) in zip(names, results, strict=True):
-            manifest.update(f"{digest}  {name}\n".encode())
-            if image is None:
-                _skip(report, name, reason)
-            else:
-                yield image, None
+    with multiprocessing.Pool(workers, initializer=_open_zip.cache_clear) as pool:
+        pending: collections.deque = collections.deque()
+        todo = iter(chunks)
+        for chunk in itertools.islice(todo, _IN_FLIGHT * workers):
+            pending.append((chunk, pool.apply_async(_process_chunk, (recipe, chunk))))
+        while pending:
+            chunk, result = pending.popleft()
+            results = result.get()
+            for chunk_next in itertools.islice(todo, 1):
+                pending.append((chunk_next, pool.apply_async(_process_chunk,
+                                                             (recipe, chunk_next))))
+            for name, (digest, image, reason) in zip(chunk, results, strict=True):
+                manifest.update(f"{digest}  {name}\n".encode())
+                if image is None:
+                    _skip(report, name, reason)
+                else:
+                    yield image, None
     sha256[key] = manifest.hexdigest()
 
 
@@ -258,6 +281,9 @@ def load(cfg: DataConfig, raw_dir: Path) -> Source:
         sha256=sha256,
         size_hints={s: len(n) for s, n in splits.items()},
         report=report,
+        # Deflate saves 10-25% on photo pixels but costs ~290 µs per 64×64 image, more
+        # than half of decode + resize; stored gzip blocks keep prepare decode-bound.
+        compression_level=0,
     )
 
 

@@ -1,0 +1,160 @@
+"""What every benchmark shares: machine facts, load accounting, medians and figures.
+
+A *figure* is one measured number with its unit, target, the command that reproduces
+it and the CPU load that other processes put on the machine while it was taken. That
+load is measured, not guessed: busy time from ``/proc/stat`` minus the CPU time of this
+process and its children, over the figure's wall time, in cores. A figure taken while
+other processes used 0.5 cores or more is flagged "under load".
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["ROOT", "WORK", "Figure", "LoadMeter", "machine", "median_time", "timed",
+           "command"]
+
+ROOT = Path(__file__).resolve().parents[1]
+# Generated data and scratch (git-ignored); the smoke test points it at a temporary dir.
+WORK = Path(os.environ.get("WGAN_BENCH_WORK", ROOT / "benchmarks" / "work"))
+LOAD_LIMIT = 0.5  # cores used by other processes above which a figure is "under load"
+
+
+@dataclass
+class Figure:
+    """One number in ``results.json`` and one row in the ``BENCHMARKS.md`` table."""
+
+    id: str  # unique key, e.g. "train.dcgan28.wgan-gp.xla.iteration_s"
+    what: str  # human description
+    value: float | int | None
+    unit: str
+    command: str
+    target: str = ""  # e.g. "<= 0.45"
+    meets: bool | None = None  # None: no target
+    load: float | None = None  # cores used by other processes during the measurement
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cpu_busy_seconds() -> float:
+    """Machine-wide non-idle CPU seconds since boot (all cores)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have been waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class LoadMeter:
+    """Cores used by *other* processes between ``start()`` and ``stop()``.
+
+    Children that are still running at ``stop()`` are not counted as ours yet, so call
+    it after they have been waited for.
+    """
+
+    def __init__(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        self._wall, self._busy, self._own = time.perf_counter(), _cpu_busy_seconds(), \
+            _own_cpu_seconds()
+
+    def stop(self) -> float:
+        wall = max(time.perf_counter() - self._wall, 1e-9)
+        other = (_cpu_busy_seconds() - self._busy) - (_own_cpu_seconds() - self._own)
+        return round(max(other, 0.0) / wall, 2)
+
+
+@contextmanager
+def timed():
+    """``with timed() as t: ...`` then ``t.seconds``, ``t.load`` (other processes, cores)."""
+
+    class _T:
+        seconds = 0.0
+        load = 0.0
+
+    meter, out, t0 = LoadMeter(), _T(), time.perf_counter()
+    yield out
+    out.seconds = time.perf_counter() - t0
+    out.load = meter.stop()
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, list]:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))
+    except OSError:
+        pass
+    return []
+
+
+def machine() -> dict:
+    """Cores, CPU model, memory, library versions, load average: the table's header."""
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
+        "memory_gib": round(pages / 2**30, 1),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+        "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def peak_rss_mib_children() -> float:
+    """Largest peak RSS of any waited-for child process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def command(module: str, size: str, extra: str = "") -> str:
+    """The exact command line that reproduces a figure of ``module`` at ``size``."""
+    size_flag = {"quick": " --quick", "full": " --full"}.get(size, "")
+    return f"python benchmarks/run.py --only {module}{size_flag}{extra}"

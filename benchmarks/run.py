@@ -1,0 +1,207 @@
+"""Run the benchmarks; write ``benchmarks/results.json`` and the tables in ``BENCHMARKS.md``.
+
+    python benchmarks/run.py                 # every benchmark at its default size
+    python benchmarks/run.py --only prepare  # one (or a comma-separated list)
+    python benchmarks/run.py --quick         # smallest sizes (the smoke test)
+    python benchmarks/run.py --full          # adds the embedded-default `dvc repro`
+
+Each benchmark runs in its own subprocess (TensorFlow state such as op determinism,
+which ``train_steps`` switches on like training does, cannot be undone); ``--quick``
+runs them all in one process, ``train_steps`` last. Results are merged by figure id
+into the JSON file, so re-running one benchmark keeps the others' figures, each with
+the date and load it was measured under. Benchmarks are not tests: nothing here
+fails on a missed target; the tables say which targets are met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(1, str(BENCH.parent / "src"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Order matters: input_pipeline compares with train_steps' figures, and in one process
+# train_steps (op determinism) must come after the others.
+MODULES = ["prepare", "evaluation", "dvc_pipeline", "train_steps", "input_pipeline"]
+SINGLE_PROCESS_ORDER = ["prepare", "evaluation", "dvc_pipeline", "input_pipeline", "train_steps"]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _run_module(name: str, size: str, results: dict) -> list[dict]:
+    module = importlib.import_module(name)
+    if name == "train_steps":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()  # as wgan.train does on CPU
+    kwargs = {"results": results} if name == "input_pipeline" else {}
+    return [f.to_dict() for f in module.run(size, **kwargs)]
+
+
+def _load(path: Path) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"machine": {}, "figures": {}}
+
+
+def _child(name: str, size: str, results_path: Path, emit: Path) -> None:
+    figures = _run_module(name, size, _load(results_path)["figures"])
+    emit.write_text(json.dumps(figures))
+
+
+def _fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and value >= 100:
+        value = round(value)
+    text = f"{value:,}" if isinstance(value, int) else f"{value:g}"
+    return f"{text} {unit}".strip()
+
+
+def _load_cell(fig: dict) -> str:
+    load = fig.get("load")
+    if load is None:
+        return "–"
+    return f"{load:.2f}" + (" **under load**" if load >= 0.5 else "")
+
+
+def _meets(fig: dict) -> str:
+    return {True: "yes", False: "**no**", None: ""}[fig.get("meets")]
+
+
+def render(results: dict) -> str:
+    """The generated part of BENCHMARKS.md: machine, targets, training and other tables."""
+    m, figs = results["machine"], results["figures"]
+    lines = [
+        f"Machine: {m.get('cores')} cores, {m.get('cpu_model')} "
+        f"({', '.join(m.get('cpu_flags', []))}), {m.get('memory_gib')} GiB, "
+        f"{m.get('gpus', 0)} GPUs; Python {m.get('python')}, TensorFlow {m.get('tensorflow')}, "
+        f"Keras {m.get('keras')}, NumPy {m.get('numpy')}. Last run {m.get('date')}, load "
+        f"average at its start {m.get('loadavg_at_start')}.",
+        "",
+        "*Load* is the CPU that other processes used while the figure was measured (cores, "
+        "from `/proc/stat` minus this process tree); at 0.5 or more the figure is marked "
+        "**under load** and is pessimistic. Each figure is a median after warm-up (see "
+        "`details` in `benchmarks/results.json` for the individual runs).",
+        "",
+        "### Targets",
+        "",
+        "| Figure | Value | Target | Met | Load | Measured | Command |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for fig in figs.values():
+        if fig.get("target"):
+            lines.append(f"| {fig['what']} | {_fmt(fig['value'], fig['unit'])} | "
+                         f"{fig['target']} {fig['unit'] if fig['unit'] != '×' else ''} | "
+                         f"{_meets(fig)} | {_load_cell(fig)} | {fig.get('measured_at', '')} | "
+                         f"`{fig['command']}` |")
+    train = [f for f in figs.values() if f["id"].startswith("train.") and
+             f["id"].endswith(".iteration_s")]
+    if train:
+        lines += [
+            "", "### Training steps (batch 64, default model sizes)", "",
+            "Images/s of critic steps and of generator steps; *iteration* = n_critic critic "
+            "steps + 1 generator step (5 + 1 for the WGANs, 1 + 1 for gan). GFLOP per "
+            "step from XLA's optimised HLO (convolutions and dots, see "
+            "`benchmarks/hlo_flops.py`); *% matmul* is the iteration's achieved FLOP rate "
+            "over the measured matmul rate "
+            f"({_fmt(figs.get('machine.matmul_gflops', {}).get('value'), 'GFLOP/s')}).",
+            "",
+            "| Model | Variant | XLA | Critic img/s | Generator img/s | Iteration | "
+            "GFLOP critic / gen step | GFLOP/s | % matmul | Load |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for fig in sorted(train, key=lambda f: (f["details"]["model"], f["details"]["variant"],
+                                                not f["details"]["xla"])):
+            d = fig["details"]
+            gflop = (f"{d['critic_gflop']:g} / {d['generator_gflop']:g}"
+                     if "critic_gflop" in d else "(same)")
+            pct = f"{100 * d['fraction_of_matmul']:.0f}%" if "fraction_of_matmul" in d else ""
+            lines.append(
+                f"| {d['model']} | {d['variant']} | {'on' if d['xla'] else 'off'} | "
+                f"{_fmt(d['critic_images_per_s'])} | {_fmt(d['generator_images_per_s'])} | "
+                f"{_fmt(fig['value'], 's')} | {gflop} | {_fmt(d.get('achieved_gflops'))} | "
+                f"{pct} | {_load_cell(fig)} |")
+        commands = sorted({f["command"] for f in train})
+        lines += ["", "Command: " + ", ".join(f"`{c}`" for c in commands) + "."]
+    rest = [f for f in figs.values() if not f.get("target") and f not in train]
+    if rest:
+        lines += ["", "### Other figures", "", "| Figure | Value | Load | Measured | Command |",
+                  "|---|---|---|---|---|"]
+        for fig in rest:
+            lines.append(f"| {fig['what']} | {_fmt(fig['value'], fig['unit'])} | "
+                         f"{_load_cell(fig)} | {fig.get('measured_at', '')} | "
+                         f"`{fig['command']}` |")
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, results: dict) -> None:
+    text = path.read_text() if path.is_file() else f"# Benchmarks\n\n{START}\n{END}\n"
+    if START not in text or END not in text:
+        text += f"\n{START}\n{END}\n"
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{START}\n{render(results)}\n{END}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smallest sizes (smoke test)")
+    size.add_argument("--full", action="store_true", help="also the embedded-default repro")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(MODULES)}")
+    parser.add_argument("--out", type=Path, default=BENCH / "results.json")
+    parser.add_argument("--markdown", type=Path, default=BENCH.parent / "BENCHMARKS.md")
+    parser.add_argument("--child", nargs=2, metavar=("MODULE", "EMIT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    size = "quick" if args.quick else "full" if args.full else "default"
+    if args.child:
+        _child(args.child[0], size, args.out, Path(args.child[1]))
+        return
+
+    from common import machine
+
+    names = MODULES if not args.only else [m for m in MODULES if m in args.only.split(",")]
+    unknown = set(args.only.split(",")) - set(MODULES) if args.only else set()
+    if unknown:
+        parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {MODULES}")
+    results = _load(args.out)
+    results["machine"] = machine()
+    if size == "quick":
+        names = [m for m in SINGLE_PROCESS_ORDER if m in names]
+    for name in names:
+        print(f"== {name} ({size})", flush=True)
+        t0 = time.perf_counter()
+        if size == "quick":
+            figures = _run_module(name, size, results["figures"])
+        else:
+            emit = args.out.with_name(f".{name}.emit.json")
+            cmd = [sys.executable, __file__, "--child", name, str(emit), "--out", str(args.out)]
+            if args.full:
+                cmd.append("--full")
+            subprocess.run(cmd, check=True)
+            figures = json.loads(emit.read_text())
+            emit.unlink()
+        stamp = time.strftime("%Y-%m-%d %H:%M")
+        for fig in figures:
+            fig["measured_at"] = stamp
+            results["figures"][fig["id"]] = fig
+            print(f"   {fig['id']}: {fig['value']} {fig['unit']}"
+                  f"{'' if fig['meets'] is None else ' meets' if fig['meets'] else ' MISSES'}"
+                  f" {fig['target']} (load {fig['load']})", flush=True)
+        print(f"   {time.perf_counter() - t0:.0f} s", flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        write_markdown(args.markdown, results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Training step throughput: every variant at the default model sizes, XLA on and off.
+
+Models and optimizers are built the way ``wgan.train`` builds them (default params,
+global batch 64, the default strategy on this CPU, op determinism on) and the steps
+come from ``wgan.steps.make_train_steps``. Each critic/generator step is timed in
+rounds of a few calls ended by one host sync, as the training loop syncs only when it
+logs; the figure is the median round after a warm-up (which includes compilation).
+The real batch is a fixed tensor here, so the input pipeline is not on the clock; the
+headline loop (``train.dcgan28.wgan-gp.loop``) does take its batches from
+``training_stream`` on prepared MNIST, exactly as ``wgan.train`` does.
+
+FLOPs per step come from XLA's optimised HLO of the compiled step
+(:mod:`hlo_flops`); the achieved rate is compared with a measured float32 matmul.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from common import WORK, Figure, LoadMeter, command
+from hlo_flops import hlo_flops
+
+MODELS = {  # name -> (sample shape, model params)
+    "dcgan28": ((28, 28, 1), {}),
+    "dcgan32": ((32, 32, 3), {}),
+    "dcgan64": ((64, 64, 3), {}),
+    "mlp8192": ((8192,), {}),
+}
+VARIANTS = ("gan", "wgan", "wgan-gp", "wgan-lp")
+TARGET_ITERATION_S = 0.45
+TARGET_GP_RATIO = 1.5
+SIZES = {
+    # quick: one tiny model, enough to prove every code path still runs
+    "quick": dict(models={"dcgan28": ((28, 28, 1), {"base_channels": 4, "z_dim": 8})},
+                  variants=("wgan-gp",), xla=(True,), rounds=2, calls=2, batch=8,
+                  loop_iterations=2),
+    "default": dict(models=MODELS, variants=VARIANTS, xla=(True, False), rounds=5, calls=3,
+                    batch=64, loop_iterations=10),
+}
+SIZES["full"] = {**SIZES["default"], "rounds": 9}
+
+
+def _build(shape, model: dict, variant: str, xla: bool, batch: int):
+    import keras
+    import tensorflow as tf
+
+    from wgan.config import parse_params, resolve_train
+    from wgan.models import build_models, latent_dim
+    from wgan.steps import make_train_steps
+
+    params = parse_params({"train": {"variant": variant, "jit_compile": xla, "batch": batch},
+                           "model": model})
+    cfg = resolve_train(params.train)
+    keras.utils.set_random_seed(0)
+    strategy = tf.distribute.get_strategy()
+    generator, critic = build_models(params.model, shape, cfg.clip)
+    make = (lambda: keras.optimizers.Adam(cfg.lr, beta_1=cfg.beta1, beta_2=cfg.beta2)) \
+        if cfg.optimizer == "adam" else (lambda: keras.optimizers.RMSprop(cfg.lr))
+    g_opt, c_opt = make(), make()
+    g_opt.build(generator.trainable_variables)
+    c_opt.build(critic.trainable_variables)
+    steps = make_train_steps(strategy, generator, critic, g_opt, c_opt, cfg,
+                             latent_dim(params.model, shape))
+    return cfg, steps, params
+
+
+def _time_calls(call, rounds: int, calls: int) -> tuple[float, list[float]]:
+    """Median seconds per call: ``rounds`` rounds of ``calls`` calls, one sync each."""
+    float(call(0))  # warm-up: tracing and compilation
+    float(call(1))
+    per_call = []
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        for k in range(calls):
+            out = call(2 + r * calls + k)
+        float(out)
+        per_call.append((time.perf_counter() - t0) / calls)
+    return statistics.median(per_call), per_call
+
+
+def _step_flops(steps, real, seed) -> dict[str, float]:
+    critic = steps.critic_step.experimental_get_compiler_ir(real, seed)(stage="optimized_hlo")
+    generator = steps.generator_step.experimental_get_compiler_ir(seed)(stage="optimized_hlo")
+    return {"critic": hlo_flops(critic)["total"], "generator": hlo_flops(generator)["total"]}
+
+
+def matmul_rate(n: int = 2048, repeats: int = 7) -> tuple[float, dict]:
+    """Best of XLA and non-XLA float32 n×n matmul, in GFLOP/s (median of repeats)."""
+    import tensorflow as tf
+
+    a = tf.random.stateless_normal([n, n], [1, 2])
+    b = tf.random.stateless_normal([n, n], [3, 4])
+    rates = {}
+    for name, jit in (("tf", False), ("xla", True)):
+        fn = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=jit)
+        for _ in range(2):
+            fn(a, b).numpy()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn(a, b).numpy()
+            times.append(time.perf_counter() - t0)
+        rates[name] = 2 * n**3 / statistics.median(times) / 1e9
+    return max(rates.values()), {k: round(v, 1) for k, v in rates.items()}
+
+
+def _headline_loop(size: str, spec: dict) -> Figure:
+    """dcgan28 wgan-gp with XLA, fed by ``training_stream`` like ``wgan.train``."""
+    import tensorflow as tf
+
+    from wgan.datasets import load_source
+    from wgan.config import parse_params, to_dict
+    from wgan.prepared import training_stream, write_prepared
+
+    shape, model = spec["models"]["dcgan28"]
+    prepared = WORK / "prepared-mnist"
+    if not (prepared / "meta.json").is_file():
+        data = parse_params({}).data
+        write_prepared(load_source(data), prepared, data.shards, to_dict(data))
+    cfg, steps, params = _build(shape, model, "wgan-gp", True, spec["batch"])
+    strategy = tf.distribute.get_strategy()
+    data = iter(strategy.distribute_datasets_from_function(
+        lambda ctx: training_stream(prepared, cfg.batch, seed=0, input_context=ctx)))
+
+    def iteration(s: int):
+        for k in range(cfg.n_critic):
+            steps.critic_step(next(data), tf.constant([0, s * 1024 + k], tf.int64))
+        return steps.generator_step(tf.constant([0, s * 1024 + 1000], tf.int64))
+
+    for s in range(2):
+        float(iteration(s)["generator_loss"])
+    meter = LoadMeter()
+    per_iter = []
+    n = spec["loop_iterations"]
+    for r in range(spec["rounds"]):
+        t0 = time.perf_counter()
+        for s in range(n):
+            out = iteration(2 + r * n + s)
+        float(out["generator_loss"])
+        per_iter.append((time.perf_counter() - t0) / n)
+    value = statistics.median(per_iter)
+    return Figure(
+        id="train.dcgan28.wgan-gp.xla.loop_iteration_s",
+        what=f"dcgan 28×28 wgan-gp batch {cfg.batch}, XLA: one generator iteration "
+             f"({cfg.n_critic} critic + 1 generator step), data from training_stream",
+        value=round(value, 4), unit="s", command=command("train_steps", size),
+        target=f"<= {TARGET_ITERATION_S}", meets=value <= TARGET_ITERATION_S,
+        load=meter.stop(),
+        details={"rounds_s": [round(t, 4) for t in per_iter],
+                 "iterations_per_round": n})
+
+
+def run(size: str = "default") -> list[Figure]:
+    import tensorflow as tf
+
+    spec = SIZES[size]
+    cmd = command("train_steps", size)
+    figures = []
+    meter = LoadMeter()
+    peak, peak_detail = matmul_rate(512 if size == "quick" else 2048)
+    figures.append(Figure(id="machine.matmul_gflops", what="float32 2048×2048 matmul rate "
+                          "(best of TF/oneDNN and XLA)", value=round(peak, 1), unit="GFLOP/s",
+                          command=cmd, load=meter.stop(), details=peak_detail))
+    figures.append(_headline_loop(size, spec))
+    step_times: dict[tuple, float] = {}
+    for model_name, (shape, model) in spec["models"].items():
+        for variant in spec["variants"]:
+            for xla in spec["xla"]:
+                meter = LoadMeter()
+                cfg, steps, _ = _build(shape, model, variant, xla, spec["batch"])
+                real = tf.random.stateless_uniform([cfg.batch, *shape], [5, 6], -1, 1)
+                critic_s, critic_rounds = _time_calls(
+                    lambda i: steps.critic_step(real, tf.constant([0, i], tf.int64))
+                    ["critic_loss"], spec["rounds"], spec["calls"])
+                gen_s, gen_rounds = _time_calls(
+                    lambda i: steps.generator_step(tf.constant([0, i], tf.int64))
+                    ["generator_loss"], spec["rounds"], spec["calls"])
+                iteration = cfg.n_critic * critic_s + cfg.g_steps * gen_s
+                details = {"model": model_name, "variant": variant, "xla": xla,
+                           "batch": cfg.batch, "n_critic": cfg.n_critic,
+                           "critic_step_s": round(critic_s, 5), "generator_step_s":
+                           round(gen_s, 5), "critic_images_per_s": round(cfg.batch / critic_s),
+                           "generator_images_per_s": round(cfg.batch / gen_s),
+                           "critic_rounds_s": [round(t, 5) for t in critic_rounds],
+                           "generator_rounds_s": [round(t, 5) for t in gen_rounds]}
+                if xla:
+                    flops = _step_flops(steps, real, tf.constant([0, 1], tf.int64))
+                    it_flops = cfg.n_critic * flops["critic"] + cfg.g_steps * flops["generator"]
+                    details.update(
+                        critic_gflop=round(flops["critic"] / 1e9, 3),
+                        generator_gflop=round(flops["generator"] / 1e9, 3),
+                        achieved_gflops=round(it_flops / iteration / 1e9, 1),
+                        fraction_of_matmul=round(it_flops / iteration / 1e9 / peak, 3))
+                step_times[model_name, variant, xla] = critic_s
+                mode = "xla" if xla else "noxla"
+                figures.append(Figure(
+                    id=f"train.{model_name}.{variant}.{mode}.iteration_s",
+                    what=f"{model_name} {variant} {'XLA' if xla else 'no XLA'}: "
+                         f"{cfg.n_critic} critic + {cfg.g_steps} generator steps",
+                    value=round(iteration, 4), unit="s", command=cmd, load=meter.stop(),
+                    target=f"<= {TARGET_ITERATION_S}" if (model_name, variant, xla) ==
+                    ("dcgan28", "wgan-gp", True) else "",
+                    meets=iteration <= TARGET_ITERATION_S if (model_name, variant, xla) ==
+                    ("dcgan28", "wgan-gp", True) else None,
+                    details=details))
+    for model_name in spec["models"]:
+        for xla in spec["xla"]:
+            gp, plain = step_times.get((model_name, "wgan-gp", xla)), \
+                step_times.get((model_name, "wgan", xla))
+            if gp is None or plain is None:
+                continue
+            ratio = gp / plain
+            headline = (model_name, xla) == ("dcgan28", True)
+            figures.append(Figure(
+                id=f"train.{model_name}.{'xla' if xla else 'noxla'}.gp_overhead",
+                what=f"{model_name} {'XLA' if xla else 'no XLA'}: wgan-gp critic step / "
+                     "wgan critic step", value=round(ratio, 3), unit="×", command=cmd,
+                target=f"<= {TARGET_GP_RATIO}" if headline else "",
+                meets=ratio <= TARGET_GP_RATIO if headline else None))
+    return figures
+
+
+if __name__ == "__main__":
+    import sys
+
+    for fig in run(sys.argv[1] if len(sys.argv) > 1 else "quick"):
+        print(fig.id, fig.value, fig.unit, fig.meets, fig.load)
+        if fig.details.get("critic_gflop"):
+            print("   ", {k: v for k, v in fig.details.items() if "rounds" not in k})
+
