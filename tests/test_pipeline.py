@@ -106,6 +106,7 @@ def test_killed_prepare_leaves_no_complete_looking_output(tmp_path):
 
     # A complete run succeeds; a second killed run leaves that complete output untouched.
     subprocess.run(cmd, cwd=tmp_path, env=_env(ROOT), check=True, capture_output=True)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["folder"]  # killed run's temp gone
     meta = json.loads((out / "meta.json").read_text())
     assert meta["counts"]["train"] + meta["counts"]["test"] == 3000
     before = sorted((p.name, p.stat().st_size) for p in out.iterdir())

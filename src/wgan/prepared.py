@@ -131,6 +131,9 @@ def write_prepared(source: Source, out_dir: str | Path, shards: int, params: dic
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for kind in ("tmp", "old"):  # left behind by a killed run
+        for stale in out_dir.parent.glob(f".{out_dir.name}.{kind}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         counts = {}
