@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from common import ROOT, WORK, Figure, LoadMeter, command
 
 TARGET_NOOP_S = 3.0

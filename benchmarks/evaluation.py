@@ -17,7 +17,6 @@ import statistics
 import time
 
 import numpy as np
-
 from common import WORK, Figure, LoadMeter, command
 
 SIZES = {"quick": dict(n=200, repeats=1), "default": dict(n=10_000, repeats=3)}
@@ -35,7 +34,8 @@ def _shifted_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(digits), n)
     shifts = rng.integers(-2, 3, (n, 2))
-    x = np.stack([np.roll(digits[i][0], tuple(s), axis=(0, 1)) for i, s in zip(pick, shifts)])
+    pairs = zip(pick, shifts, strict=True)
+    x = np.stack([np.roll(digits[i][0], tuple(s), axis=(0, 1)) for i, s in pairs])
     y = np.array([digits[i][1] for i in pick])
     return x, y
 

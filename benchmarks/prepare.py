@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import ROOT, WORK, Figure, LoadMeter, command
 
 SIZES = {"quick": [200], "default": [2000, 20000], "full": [2000, 20000]}
@@ -46,7 +45,8 @@ def _face(i: int) -> bytes:
     im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     d = ImageDraw.Draw(im)
     cx, cy = 89 + int(r.integers(-8, 9)), 115 + int(r.integers(-8, 9))
-    d.ellipse([cx - 45, cy - 60, cx + 45, cy + 60], fill=tuple(int(v) for v in r.uniform(90, 240, 3)))
+    skin = tuple(int(v) for v in r.uniform(90, 240, 3))
+    d.ellipse([cx - 45, cy - 60, cx + 45, cy + 60], fill=skin)
     for dx in (-18, 18):
         d.ellipse([cx + dx - 7, cy - 20, cx + dx + 7, cy - 12], fill=(30, 30, 30))
     d.arc([cx - 20, cy + 15, cx + 20, cy + 40], 20, 160, fill=(120, 30, 30), width=3)

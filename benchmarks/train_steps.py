@@ -66,9 +66,14 @@ def _build(shape, model: dict, variant: str, xla: bool, batch: int):
 
 
 def _time_calls(call, rounds: int, calls: int) -> tuple[float, list[float]]:
-    """Median seconds per call: ``rounds`` rounds of ``calls`` calls, one sync each."""
+    """Median seconds per call: ``rounds`` rounds of up to ``calls`` calls, one sync each.
+
+    Slow steps get fewer calls per round (a round lasts about half a second or one call).
+    """
     float(call(0))  # warm-up: tracing and compilation
+    t0 = time.perf_counter()
     float(call(1))
+    calls = max(1, min(calls, round(0.5 / (time.perf_counter() - t0))))
     per_call = []
     for r in range(rounds):
         t0 = time.perf_counter()
@@ -109,8 +114,8 @@ def _headline_loop(size: str, spec: dict) -> Figure:
     """dcgan28 wgan-gp with XLA, fed by ``training_stream`` like ``wgan.train``."""
     import tensorflow as tf
 
-    from wgan.datasets import load_source
     from wgan.config import parse_params, to_dict
+    from wgan.datasets import load_source
     from wgan.prepared import training_stream, write_prepared
 
     shape, model = spec["models"]["dcgan28"]
@@ -193,6 +198,8 @@ def run(size: str = "default") -> list[Figure]:
                         achieved_gflops=round(it_flops / iteration / 1e9, 1),
                         fraction_of_matmul=round(it_flops / iteration / 1e9 / peak, 3))
                 step_times[model_name, variant, xla] = critic_s
+                print(f"   ... {model_name} {variant} xla={xla}: critic {critic_s:.4f} s, "
+                      f"generator {gen_s:.4f} s", flush=True)
                 mode = "xla" if xla else "noxla"
                 figures.append(Figure(
                     id=f"train.{model_name}.{variant}.{mode}.iteration_s",
