@@ -176,10 +176,11 @@ def run(size: str = "default") -> list[Figure]:
                 cfg, steps, _ = _build(shape, model, variant, xla, spec["batch"])
                 real = tf.random.stateless_uniform([cfg.batch, *shape], [5, 6], -1, 1)
                 critic_s, critic_rounds = _time_calls(
-                    lambda i: steps.critic_step(real, tf.constant([0, i], tf.int64))
+                    lambda i, steps=steps, real=real:
+                    steps.critic_step(real, tf.constant([0, i], tf.int64)),
                     ["critic_loss"], spec["rounds"], spec["calls"])
                 gen_s, gen_rounds = _time_calls(
-                    lambda i: steps.generator_step(tf.constant([0, i], tf.int64))
+                    lambda i, steps=steps: steps.generator_step(tf.constant([0, i], tf.int64))
                     ["generator_loss"], spec["rounds"], spec["calls"])
                 iteration = cfg.n_critic * critic_s + cfg.g_steps * gen_s
                 details = {"model": model_name, "variant": variant, "xla": xla,
