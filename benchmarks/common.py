@@ -5,6 +5,12 @@ it and the CPU load that other processes put on the machine while it was taken. 
 load is measured, not guessed: busy time from ``/proc/stat`` minus the CPU time of this
 process and its children, over the figure's wall time, in cores. A figure taken while
 other processes used 0.5 cores or more is flagged "under load".
+
+Because the machine is shared, timed rounds are *quiet-gated* (:func:`gated`): before a
+round the benchmark waits for other processes to go quiet, and a round during which they
+used ``QUIET_LIMIT`` cores or more is thrown away and repeated, within a waiting budget
+(``--quiet-budget`` of ``run.py``; 0 in ``--quick``). When the budget runs out, rounds
+are kept whatever the load, and the figure's load column says so.
 """
 
 from __future__ import annotations
@@ -15,17 +21,19 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["ROOT", "WORK", "Figure", "LoadMeter", "machine", "median_time", "timed",
-           "command"]
+__all__ = ["ROOT", "WORK", "Figure", "LoadMeter", "machine", "command", "gated", "Gated",
+           "wait_for_quiet"]
 
 ROOT = Path(__file__).resolve().parents[1]
 # Generated data and scratch (git-ignored); the smoke test points it at a temporary dir.
 WORK = Path(os.environ.get("WGAN_BENCH_WORK", ROOT / "benchmarks" / "work"))
 LOAD_LIMIT = 0.5  # cores used by other processes above which a figure is "under load"
+QUIET_LIMIT = float(os.environ.get("WGAN_BENCH_QUIET_LIMIT", 0.25))  # a round's allowance
+# Seconds this process may spend waiting for quiet and repeating disturbed rounds.
+_budget = [float(os.environ.get("WGAN_BENCH_QUIET_BUDGET", 0))]
 
 
 @dataclass
@@ -80,30 +88,58 @@ class LoadMeter:
         return round(max(other, 0.0) / wall, 2)
 
 
-@contextmanager
-def timed():
-    """``with timed() as t: ...`` then ``t.seconds``, ``t.load`` (other processes, cores)."""
+@dataclass
+class Gated:
+    """Kept rounds of :func:`gated`: seconds, other processes' load, and rounds discarded."""
 
-    class _T:
-        seconds = 0.0
-        load = 0.0
+    seconds: list[float]
+    loads: list[float]
+    discarded: int
+    values: list  # what fn returned in each kept round
 
-    meter, out, t0 = LoadMeter(), _T(), time.perf_counter()
-    yield out
-    out.seconds = time.perf_counter() - t0
-    out.load = meter.stop()
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def load(self) -> float:
+        """The worst load among the kept rounds (what the figure was measured under)."""
+        return max(self.loads) if self.loads else 0.0
+
+    def details(self, scale: float = 1.0, digits: int = 4) -> dict:
+        return {"rounds": [round(t * scale, digits) for t in self.seconds],
+                "round_loads": self.loads, "rounds_discarded_for_load": self.discarded}
 
 
-def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, list]:
-    """Median wall seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
+def wait_for_quiet() -> None:
+    """Sleep in 1 s steps until other processes use < QUIET_LIMIT cores (or no budget)."""
+    while _budget[0] > 0:
+        meter = LoadMeter()
+        time.sleep(1.0)
+        _budget[0] -= 1.0
+        if meter.stop() < QUIET_LIMIT:
+            return
+
+
+def gated(fn: Callable[[], object], rounds: int) -> Gated:
+    """Time ``rounds`` calls of ``fn``, each started on a quiet machine and kept only if
+    other processes stayed under ``QUIET_LIMIT`` cores while it ran (within the budget)."""
+    kept, loads, values, discarded = [], [], [], 0
+    while len(kept) < rounds:
+        wait_for_quiet()
+        meter = LoadMeter()
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
+        value = fn()
+        seconds = time.perf_counter() - t0
+        load = meter.stop()
+        if load >= QUIET_LIMIT and _budget[0] > 0:
+            discarded += 1
+            _budget[0] -= seconds
+            continue
+        kept.append(seconds)
+        loads.append(load)
+        values.append(value)
+    return Gated(kept, loads, discarded, values)
 
 
 def _cpu_model() -> str:

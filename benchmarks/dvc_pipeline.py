@@ -24,14 +24,13 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
-from common import ROOT, WORK, Figure, LoadMeter, command
+from common import ROOT, WORK, Figure, LoadMeter, command, gated, wait_for_quiet
 
 TARGET_NOOP_S = 3.0
 TARGET_REPRO_S = 600
@@ -99,26 +98,27 @@ def _behaviour(size: str) -> list[Figure]:
     quick = size == "quick"
     target = ["prepare"] if quick else []
     cmd = command("dvc_pipeline", size)
-    meter = LoadMeter()
     repo = clone("dvc-clone", TINY)
     first, first_s = _run(["dvc", "repro", *target], repo)
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-qm", "baseline run", "--allow-empty"], repo)
-    noop_times, noop_stages = [], []
-    for _ in range(1 if quick else 3):
-        out, seconds = _run(["dvc", "repro", *target], repo)
-        noop_times.append(seconds)
-        noop_stages += _stages_run(out)
-    noop = statistics.median(noop_times)
+    noop_stages = []
+
+    def noop_round():
+        noop_stages.extend(_stages_run(_run(["dvc", "repro", *target], repo)[0]))
+
+    gate = gated(noop_round, 1 if quick else 3)
+    noop = gate.median
     figures = [Figure(
         id="dvc.noop_repro_s", what=f"no-op `dvc repro{' prepare' if quick else ''}` "
         "(everything up to date)", value=round(noop, 2), unit="s", command=cmd,
         target=f"<= {TARGET_NOOP_S}", meets=noop <= TARGET_NOOP_S and not noop_stages,
-        load=meter.stop(), details={"runs_s": [round(t, 2) for t in noop_times],
+        load=gate.load, details={**gate.details(digits=2),
                                     "stages_run": sorted(set(noop_stages)),
                                     "first_repro_s": round(first_s, 1),
                                     "first_repro_stages": _stages_run(first)})]
     if not quick:
+        wait_for_quiet()  # one run only: a repeated `exp run` would hit the run cache
         meter = LoadMeter()
         out, seconds = _run(["dvc", "exp", "run", "-S", "train.lambda=5"], repo)
         ran = _stages_run(out)
@@ -132,6 +132,7 @@ def _behaviour(size: str) -> list[Figure]:
 
 def _embedded_default(size: str) -> Figure:
     repo = clone("repro-clone", None)
+    wait_for_quiet()
     meter = LoadMeter()
     # One `dvc repro <stage>` per stage in dvc.yaml order (each runs only itself), so the
     # total is the whole pipeline and each stage's share is known.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from common import WORK, Figure, LoadMeter, command
+from common import WORK, Figure, command, gated
 
 SIZES = {"quick": dict(sets=("mnist",), batches=20, rounds=2, celeba=200),
          "default": dict(sets=("mnist", "celeba"), batches=300, rounds=5, celeba=20000)}
@@ -66,7 +66,6 @@ def run(size: str = "default", results: dict | None = None) -> list[Figure]:
     strategy = tf.distribute.get_strategy()
     for name in spec["sets"]:
         path = _prepared_mnist() if name == "mnist" else _prepared_celeba(spec["celeba"])
-        meter = LoadMeter()
         t0 = time.perf_counter()
         stream = iter(strategy.distribute_datasets_from_function(
             lambda ctx, path=path: training_stream(path, BATCH, seed=0, input_context=ctx)))
@@ -74,12 +73,12 @@ def run(size: str = "default", results: dict | None = None) -> list[Figure]:
         startup = time.perf_counter() - t0
         for _ in range(20):  # warm-up: fill prefetch buffers, settle autotune
             next(stream).numpy()
-        rates = []
-        for _ in range(spec["rounds"]):
-            t0 = time.perf_counter()
+        def one_round(stream=stream):
             for _ in range(spec["batches"]):
                 next(stream).numpy()
-            rates.append(spec["batches"] * BATCH / (time.perf_counter() - t0))
+
+        gate = gated(one_round, spec["rounds"])
+        rates = [spec["batches"] * BATCH / t for t in gate.seconds]
         rate = statistics.median(rates)
         model = "dcgan28" if name == "mnist" else "dcgan64"
         consumed = _consumption(results, model)
@@ -89,11 +88,12 @@ def run(size: str = "default", results: dict | None = None) -> list[Figure]:
             what=f"training_stream on prepared {name} (batch {BATCH}), steady state",
             value=round(rate), unit="images/s", command=command("input_pipeline", size),
             target=f">= {TARGET_FACTOR}× training ({model} wgan-gp XLA)" if consumed else "",
-            meets=factor >= TARGET_FACTOR if factor else None, load=meter.stop(),
+            meets=factor >= TARGET_FACTOR if factor else None, load=gate.load,
             details={"startup_s": round(startup, 3), "rounds_images_per_s":
                      [round(r) for r in rates], "training_consumes_images_per_s":
                      round(consumed) if consumed else None,
-                     "factor": round(factor, 1) if factor else None}))
+                     "factor": round(factor, 1) if factor else None,
+                     "rounds_discarded_for_load": gate.discarded}))
     return figures
 
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, WORK, Figure, LoadMeter, command
+from common import ROOT, WORK, Figure, command, gated
 
 SIZES = {"quick": [200], "default": [2000, 20000], "full": [2000, 20000]}
 DISTINCT = 1000  # at most; n // 20 for smaller sets (50 at least)
@@ -112,7 +112,6 @@ def _measure(n: int) -> dict:
     out = WORK / f"prepared-celeba-{n}"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "benchmarks")])}
-    meter = LoadMeter()
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "--child", str(n), str(out)], env=env,
                           capture_output=True, text=True, timeout=3600)
@@ -120,7 +119,7 @@ def _measure(n: int) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"prepare of {n} images failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result.update(process_wall_s=wall, load=meter.stop())
+    result.update(process_wall_s=wall)
     return result
 
 
@@ -129,7 +128,11 @@ def run(size: str = "default", repeats: int | None = None) -> list[Figure]:
     repeats = repeats or (1 if size == "quick" else 3)
     figures, peak = [], {}
     for n in sizes:
-        runs = [_measure(n) for _ in range(repeats)]
+        celeba_like(n)
+        gate = gated(lambda n=n: _measure(n), repeats)
+        runs = gate.values
+        for r, load in zip(runs, gate.loads, strict=True):
+            r["load"] = load
         best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]  # median by time
         rate = best["images"] / best["seconds"]
         peak[n] = max(max(r["rss_self_mib"], r["rss_workers_mib"]) for r in runs)
@@ -146,7 +149,8 @@ def run(size: str = "default", repeats: int | None = None) -> list[Figure]:
                      "counts": best["counts"], "bytes_written": best["bytes_written"],
                      "bytes_per_image": round(best["bytes_written"] / best["images"]),
                      "rss_main_mib": round(best["rss_self_mib"]),
-                     "rss_worker_mib": round(best["rss_workers_mib"])}))
+                     "rss_worker_mib": round(best["rss_workers_mib"]),
+                     "rounds_discarded_for_load": gate.discarded}))
         figures.append(Figure(
             id=f"prepare.celeba{n}.peak_rss_mib", what=f"prepare {n:,} images: peak RSS "
             "of any process (main or worker)", value=round(peak[n]), unit="MiB",

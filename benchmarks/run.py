@@ -88,9 +88,11 @@ def render(results: dict) -> str:
         f"average at its start {m.get('loadavg_at_start')}.",
         "",
         "*Load* is the CPU that other processes used while the figure was measured (cores, "
-        "from `/proc/stat` minus this process tree); at 0.5 or more the figure is marked "
-        "**under load** and is pessimistic. Each figure is a median after warm-up (see "
-        "`details` in `benchmarks/results.json` for the individual runs).",
+        "from `/proc/stat` minus this process tree), the worst of its kept rounds; at 0.5 or "
+        "more the figure is marked **under load** and is pessimistic. Rounds are "
+        "quiet-gated: each starts when other processes are quiet, and one they disturbed "
+        "is repeated while the waiting budget lasts. Each figure is a median after warm-up "
+        "(`details` in `benchmarks/results.json` holds the individual rounds).",
         "",
         "### Targets",
         "",
@@ -160,9 +162,17 @@ def main() -> None:
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(MODULES)}")
     parser.add_argument("--out", type=Path, default=BENCH / "results.json")
     parser.add_argument("--markdown", type=Path, default=BENCH.parent / "BENCHMARKS.md")
+    parser.add_argument("--quiet-budget", type=float, default=None, metavar="SECONDS",
+                        help="per benchmark: how long to wait for other processes to go "
+                        "quiet and to repeat disturbed rounds (default 1800; 0 with --quick)")
+    parser.add_argument("--quiet-limit", type=float, default=0.25, metavar="CORES",
+                        help="other processes' load a timed round may see (default 0.25)")
     parser.add_argument("--child", nargs=2, metavar=("MODULE", "EMIT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     size = "quick" if args.quick else "full" if args.full else "default"
+    budget = args.quiet_budget if args.quiet_budget is not None else 0 if args.quick else 1800
+    os.environ["WGAN_BENCH_QUIET_BUDGET"] = str(budget)  # read by common.py (and children)
+    os.environ["WGAN_BENCH_QUIET_LIMIT"] = str(args.quiet_limit)
     if args.child:
         _child(args.child[0], size, args.out, Path(args.child[1]))
         return

@@ -15,10 +15,9 @@ FLOPs per step come from XLA's optimised HLO of the compiled step
 
 from __future__ import annotations
 
-import statistics
 import time
 
-from common import WORK, Figure, LoadMeter, command
+from common import WORK, Figure, Gated, command, gated
 from hlo_flops import hlo_flops
 
 MODELS = {  # name -> (sample shape, model params)
@@ -65,23 +64,22 @@ def _build(shape, model: dict, variant: str, xla: bool, batch: int):
     return cfg, steps, params
 
 
-def _time_calls(call, rounds: int, calls: int) -> tuple[float, list[float]]:
-    """Median seconds per call: ``rounds`` rounds of up to ``calls`` calls, one sync each.
-
-    Slow steps get fewer calls per round (a round lasts about half a second or one call).
-    """
+def _time_calls(call, rounds: int, calls: int) -> tuple[float, Gated]:
+    """Median seconds per call: ``rounds`` quiet-gated rounds of ``calls`` calls, one sync
+    each. Slow steps get fewer calls per round (about half a second, at least one call)."""
     float(call(0))  # warm-up: tracing and compilation
     t0 = time.perf_counter()
     float(call(1))
     calls = max(1, min(calls, round(0.5 / (time.perf_counter() - t0))))
-    per_call = []
-    for r in range(rounds):
-        t0 = time.perf_counter()
-        for k in range(calls):
-            out = call(2 + r * calls + k)
+    counter = iter(range(2, 10**9))
+
+    def one_round():
+        for _ in range(calls):
+            out = call(next(counter))
         float(out)
-        per_call.append((time.perf_counter() - t0) / calls)
-    return statistics.median(per_call), per_call
+
+    result = gated(one_round, rounds)
+    return result.median / calls, result
 
 
 def _step_flops(steps, real, seed) -> dict[str, float]:
@@ -96,18 +94,16 @@ def matmul_rate(n: int = 2048, repeats: int = 7) -> tuple[float, dict]:
 
     a = tf.random.stateless_normal([n, n], [1, 2])
     b = tf.random.stateless_normal([n, n], [3, 4])
-    rates = {}
+    rates, loads = {}, []
     for name, jit in (("tf", False), ("xla", True)):
         fn = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=jit)
         for _ in range(2):
             fn(a, b).numpy()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(a, b).numpy()
-            times.append(time.perf_counter() - t0)
-        rates[name] = 2 * n**3 / statistics.median(times) / 1e9
-    return max(rates.values()), {k: round(v, 1) for k, v in rates.items()}
+        result = gated(lambda fn=fn: fn(a, b).numpy(), repeats)
+        rates[name] = 2 * n**3 / result.median / 1e9
+        loads.append(result.load)
+    return max(rates.values()), {**{k: round(v, 1) for k, v in rates.items()},
+                                 "load": max(loads)}
 
 
 def _headline_loop(size: str, spec: dict) -> Figure:
@@ -135,25 +131,23 @@ def _headline_loop(size: str, spec: dict) -> Figure:
 
     for s in range(2):
         float(iteration(s)["generator_loss"])
-    meter = LoadMeter()
-    per_iter = []
     n = spec["loop_iterations"]
-    for r in range(spec["rounds"]):
-        t0 = time.perf_counter()
-        for s in range(n):
-            out = iteration(2 + r * n + s)
+    counter = iter(range(2, 10**9))
+
+    def one_round():
+        for _ in range(n):
+            out = iteration(next(counter))
         float(out["generator_loss"])
-        per_iter.append((time.perf_counter() - t0) / n)
-    value = statistics.median(per_iter)
+
+    result = gated(one_round, spec["rounds"])
+    value = result.median / n
     return Figure(
         id="train.dcgan28.wgan-gp.xla.loop_iteration_s",
         what=f"dcgan 28×28 wgan-gp batch {cfg.batch}, XLA: one generator iteration "
              f"({cfg.n_critic} critic + 1 generator step), data from training_stream",
         value=round(value, 4), unit="s", command=command("train_steps", size),
         target=f"<= {TARGET_ITERATION_S}", meets=value <= TARGET_ITERATION_S,
-        load=meter.stop(),
-        details={"rounds_s": [round(t, 4) for t in per_iter],
-                 "iterations_per_round": n})
+        load=result.load, details={**result.details(1 / n), "iterations_per_round": n})
 
 
 def run(size: str = "default") -> list[Figure]:
@@ -162,24 +156,22 @@ def run(size: str = "default") -> list[Figure]:
     spec = SIZES[size]
     cmd = command("train_steps", size)
     figures = []
-    meter = LoadMeter()
     peak, peak_detail = matmul_rate(512 if size == "quick" else 2048)
     figures.append(Figure(id="machine.matmul_gflops", what="float32 2048×2048 matmul rate "
                           "(best of TF/oneDNN and XLA)", value=round(peak, 1), unit="GFLOP/s",
-                          command=cmd, load=meter.stop(), details=peak_detail))
+                          command=cmd, load=peak_detail.pop("load"), details=peak_detail))
     figures.append(_headline_loop(size, spec))
     step_times: dict[tuple, float] = {}
     for model_name, (shape, model) in spec["models"].items():
         for variant in spec["variants"]:
             for xla in spec["xla"]:
-                meter = LoadMeter()
                 cfg, steps, _ = _build(shape, model, variant, xla, spec["batch"])
                 real = tf.random.stateless_uniform([cfg.batch, *shape], [5, 6], -1, 1)
-                critic_s, critic_rounds = _time_calls(
+                critic_s, critic_runs = _time_calls(
                     lambda i, steps=steps, real=real:
-                    steps.critic_step(real, tf.constant([0, i], tf.int64)),
+                    steps.critic_step(real, tf.constant([0, i], tf.int64))
                     ["critic_loss"], spec["rounds"], spec["calls"])
-                gen_s, gen_rounds = _time_calls(
+                gen_s, gen_runs = _time_calls(
                     lambda i, steps=steps: steps.generator_step(tf.constant([0, i], tf.int64))
                     ["generator_loss"], spec["rounds"], spec["calls"])
                 iteration = cfg.n_critic * critic_s + cfg.g_steps * gen_s
@@ -188,8 +180,8 @@ def run(size: str = "default") -> list[Figure]:
                            "critic_step_s": round(critic_s, 5), "generator_step_s":
                            round(gen_s, 5), "critic_images_per_s": round(cfg.batch / critic_s),
                            "generator_images_per_s": round(cfg.batch / gen_s),
-                           "critic_rounds_s": [round(t, 5) for t in critic_rounds],
-                           "generator_rounds_s": [round(t, 5) for t in gen_rounds]}
+                           "critic_rounds": critic_runs.details(digits=5),
+                           "generator_rounds": gen_runs.details(digits=5)}
                 if xla:
                     flops = _step_flops(steps, real, tf.constant([0, 1], tf.int64))
                     it_flops = cfg.n_critic * flops["critic"] + cfg.g_steps * flops["generator"]
@@ -206,7 +198,8 @@ def run(size: str = "default") -> list[Figure]:
                     id=f"train.{model_name}.{variant}.{mode}.iteration_s",
                     what=f"{model_name} {variant} {'XLA' if xla else 'no XLA'}: "
                          f"{cfg.n_critic} critic + {cfg.g_steps} generator steps",
-                    value=round(iteration, 4), unit="s", command=cmd, load=meter.stop(),
+                    value=round(iteration, 4), unit="s", command=cmd,
+                    load=max(critic_runs.load, gen_runs.load),
                     target=f"<= {TARGET_ITERATION_S}" if (model_name, variant, xla) ==
                     ("dcgan28", "wgan-gp", True) else "",
                     meets=iteration <= TARGET_ITERATION_S if (model_name, variant, xla) ==
