@@ -47,6 +47,7 @@ def _build(shape, model: dict, variant: str, xla: bool, batch: int):
     from wgan.config import parse_params, resolve_train
     from wgan.models import build_models, latent_dim
     from wgan.steps import make_train_steps
+    from wgan.train import make_optimizer
 
     params = parse_params({"train": {"variant": variant, "jit_compile": xla, "batch": batch},
                            "model": model})
@@ -54,9 +55,7 @@ def _build(shape, model: dict, variant: str, xla: bool, batch: int):
     keras.utils.set_random_seed(0)
     strategy = tf.distribute.get_strategy()
     generator, critic = build_models(params.model, shape, cfg.clip)
-    make = (lambda: keras.optimizers.Adam(cfg.lr, beta_1=cfg.beta1, beta_2=cfg.beta2)) \
-        if cfg.optimizer == "adam" else (lambda: keras.optimizers.RMSprop(cfg.lr))
-    g_opt, c_opt = make(), make()
+    g_opt, c_opt = make_optimizer(cfg), make_optimizer(cfg)
     g_opt.build(generator.trainable_variables)
     c_opt.build(critic.trainable_variables)
     steps = make_train_steps(strategy, generator, critic, g_opt, c_opt, cfg,

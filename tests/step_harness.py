@@ -18,6 +18,7 @@ import tensorflow as tf
 from wgan.config import parse_params, resolve_train
 from wgan.models import build_models, latent_dim
 from wgan.steps import make_train_steps
+from wgan.train import make_optimizer
 
 SHAPE = (28, 28, 1)
 
@@ -36,9 +37,7 @@ def run_steps(strategy, variant: str, k: int = 2, **train) -> tuple[dict, dict]:
     keras.utils.set_random_seed(0)
     with strategy.scope():
         generator, critic = build_models(params.model, SHAPE, cfg.clip)
-        make = (lambda: keras.optimizers.Adam(cfg.lr, cfg.beta1, cfg.beta2)) \
-            if cfg.optimizer == "adam" else (lambda: keras.optimizers.RMSprop(cfg.lr))
-        g_opt, c_opt = make(), make()
+        g_opt, c_opt = make_optimizer(cfg), make_optimizer(cfg)
         g_opt.build(generator.trainable_variables)
         c_opt.build(critic.trainable_variables)
     steps = make_train_steps(strategy, generator, critic, g_opt, c_opt, cfg,

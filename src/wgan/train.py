@@ -31,7 +31,8 @@ from wgan.steps import make_train_steps
 from wgan.training_log import TrainingLog
 from wgan.visualize import sample_grid, save_gif, save_png
 
-__all__ = ["TrainOutputs", "NonFiniteLossError", "train", "critic_iterations", "fingerprint"]
+__all__ = ["TrainOutputs", "NonFiniteLossError", "train", "critic_iterations", "fingerprint",
+           "make_optimizer"]
 
 # Knobs that change how a run is watched, not what it computes: a checkpoint written
 # with other values of these can still be resumed.
@@ -87,7 +88,8 @@ def fingerprint(params: Params, meta: PreparedMeta) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _make_optimizer(train, mixed_precision: bool) -> keras.optimizers.Optimizer:
+def make_optimizer(train, mixed_precision: bool = False) -> keras.optimizers.Optimizer:
+    """The optimizer a resolved train config asks for (loss-scaled under mixed precision)."""
     if train.optimizer == "adam":
         opt = keras.optimizers.Adam(train.lr, beta_1=train.beta1, beta_2=train.beta2)
     else:
@@ -142,8 +144,8 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     # -- models, optimizers and everything checkpointed, inside the strategy scope ----
     with strategy.scope():
         generator, critic = build_models(params.model, meta.shape, cfg.clip)
-        g_opt = _make_optimizer(cfg, cfg.mixed_precision)
-        c_opt = _make_optimizer(cfg, cfg.mixed_precision)
+        g_opt = make_optimizer(cfg, cfg.mixed_precision)
+        c_opt = make_optimizer(cfg, cfg.mixed_precision)
         # Keras 3 builds optimizer slots lazily, which fails inside a distributed tf.function.
         g_opt.build(generator.trainable_variables)
         c_opt.build(critic.trainable_variables)
