@@ -146,9 +146,11 @@ def _embedded_default(size: str) -> Figure:
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     train = json.loads((repo / "metrics/train.json").read_text())
     coverage = metrics.get("classifier", {}).get("mode_coverage", {}).get("value")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     return Figure(
         id="repro.default_s", what="embedded default `dvc repro` on a fresh clone (bundled "
-        "MNIST, wgan-gp, 2000 steps, sample, classifier, evaluate), no package install",
+        f"MNIST, {params['train']['variant']}, {params['train']['steps']} steps, base "
+        f"{params['model']['base_channels']}, sample, classifier, evaluate), no package install",
         value=round(seconds, 1), unit="s", command=command("dvc_pipeline", size),
         target=f"<= {TARGET_REPRO_S} s and mode coverage 10/10",
         meets=seconds <= TARGET_REPRO_S and coverage == 10, load=meter.stop(),

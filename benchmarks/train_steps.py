@@ -1,12 +1,16 @@
 """Training step throughput: every variant at the default model sizes, XLA on and off.
 
+The default sizes are dcgan 28×28×1 (width 32), 32×32×3 and 64×64×3 (width 64) and
+mlp 8192; dcgan 28×28 at width 64 (``dcgan28-b64``) is measured too, because the
+issue's step-time and penalty-overhead targets are stated for that model.
+
 Models and optimizers are built the way ``wgan.train`` builds them (default params,
 global batch 64, the default strategy on this CPU, op determinism on) and the steps
 come from ``wgan.steps.make_train_steps``. Each critic/generator step is timed in
 rounds of a few calls ended by one host sync, as the training loop syncs only when it
 logs; the figure is the median round after a warm-up (which includes compilation).
 The real batch is a fixed tensor here, so the input pipeline is not on the clock; the
-headline loop (``train.dcgan28.wgan-gp.loop``) does take its batches from
+headline loop (``train.dcgan28-b64.wgan-gp.xla.loop_iteration_s``) does take its batches from
 ``training_stream`` on prepared MNIST, exactly as ``wgan.train`` does.
 
 FLOPs per step come from XLA's optimised HLO of the compiled step
@@ -20,8 +24,12 @@ import time
 from common import WORK, Figure, Gated, command, gated
 from hlo_flops import hlo_flops
 
+# The issue's step-time target and its reference loops (0.9 s plain, 0.5 s XLA) describe
+# the 28×28 DCGAN at width 64; the default width at 28×28 is 32 (wgan.models.base_channels).
+TARGET_MODEL = "dcgan28-b64"
 MODELS = {  # name -> (sample shape, model params)
     "dcgan28": ((28, 28, 1), {}),
+    TARGET_MODEL: ((28, 28, 1), {"base_channels": 64}),
     "dcgan32": ((32, 32, 3), {}),
     "dcgan64": ((64, 64, 3), {}),
     "mlp8192": ((8192,), {}),
@@ -31,7 +39,7 @@ TARGET_ITERATION_S = 0.45
 TARGET_GP_RATIO = 1.5
 SIZES = {
     # quick: one tiny model, enough to prove every code path still runs
-    "quick": dict(models={"dcgan28": ((28, 28, 1), {"base_channels": 4, "z_dim": 8})},
+    "quick": dict(models={TARGET_MODEL: ((28, 28, 1), {"base_channels": 4, "z_dim": 8})},
                   variants=("wgan-gp",), xla=(True,), rounds=2, calls=2, batch=8,
                   loop_iterations=2),
     "default": dict(models=MODELS, variants=VARIANTS, xla=(True, False), rounds=5, calls=3,
@@ -106,14 +114,15 @@ def matmul_rate(n: int = 2048, repeats: int = 7) -> tuple[float, dict]:
 
 
 def _headline_loop(size: str, spec: dict) -> Figure:
-    """dcgan28 wgan-gp with XLA, fed by ``training_stream`` like ``wgan.train``."""
+    """The target model's wgan-gp iteration with XLA, fed by ``training_stream`` like
+    ``wgan.train``."""
     import tensorflow as tf
 
     from wgan.config import parse_params, to_dict
     from wgan.datasets import load_source
     from wgan.prepared import training_stream, write_prepared
 
-    shape, model = spec["models"]["dcgan28"]
+    shape, model = spec["models"][TARGET_MODEL]
     prepared = WORK / "prepared-mnist"
     if not (prepared / "meta.json").is_file():
         data = parse_params({}).data
@@ -141,8 +150,8 @@ def _headline_loop(size: str, spec: dict) -> Figure:
     result = gated(one_round, spec["rounds"])
     value = result.median / n
     return Figure(
-        id="train.dcgan28.wgan-gp.xla.loop_iteration_s",
-        what=f"dcgan 28×28 wgan-gp batch {cfg.batch}, XLA: one generator iteration "
+        id=f"train.{TARGET_MODEL}.wgan-gp.xla.loop_iteration_s",
+        what=f"dcgan 28×28 width 64 wgan-gp batch {cfg.batch}, XLA: one generator iteration "
              f"({cfg.n_critic} critic + 1 generator step), data from training_stream",
         value=round(value, 4), unit="s", command=command("train_steps", size),
         target=f"<= {TARGET_ITERATION_S}", meets=value <= TARGET_ITERATION_S,
@@ -200,9 +209,9 @@ def run(size: str = "default") -> list[Figure]:
                     value=round(iteration, 4), unit="s", command=cmd,
                     load=max(critic_runs.load, gen_runs.load),
                     target=f"<= {TARGET_ITERATION_S}" if (model_name, variant, xla) ==
-                    ("dcgan28", "wgan-gp", True) else "",
+                    (TARGET_MODEL, "wgan-gp", True) else "",
                     meets=iteration <= TARGET_ITERATION_S if (model_name, variant, xla) ==
-                    ("dcgan28", "wgan-gp", True) else None,
+                    (TARGET_MODEL, "wgan-gp", True) else None,
                     details=details))
     for model_name in spec["models"]:
         for xla in spec["xla"]:
@@ -211,7 +220,7 @@ def run(size: str = "default") -> list[Figure]:
             if gp is None or plain is None:
                 continue
             ratio = gp / plain
-            headline = (model_name, xla) == ("dcgan28", True)
+            headline = (model_name, xla) == (TARGET_MODEL, True)
             figures.append(Figure(
                 id=f"train.{model_name}.{'xla' if xla else 'noxla'}.gp_overhead",
                 what=f"{model_name} {'XLA' if xla else 'no XLA'}: wgan-gp critic step / "

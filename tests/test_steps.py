@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from step_harness import run_steps, tiny_params
 
-from wgan.config import resolve_train
+from wgan.config import parse_params, resolve_train
 from wgan.models import build_models
 from wgan.steps import VARIANT_PARTS, make_train_steps
 
@@ -57,6 +57,18 @@ def test_wgan_critic_weights_are_clipped(devices):
     # Without clipping the same step leaves weights outside ±0.005 (init is wider).
     free, _ = run_steps(strategy, "wgan-gp", k=1)
     assert max(float(np.max(np.abs(w))) for w in free["critic"]) > 0.005
+
+
+@pytest.mark.parametrize("shape, base, widths", [
+    ((28, 28, 1), None, [32, 64]),  # default for 28×28: the ~10-minute MNIST run
+    ((64, 64, 3), None, [64, 128, 256, 512]),  # DCGAN's width for larger images
+    ((28, 28, 1), 16, [16, 32]),  # an explicit model.base_channels always wins
+])
+def test_dcgan_width_follows_base_channels_or_its_default(shape, base, widths):
+    params = parse_params({"model": {"base_channels": base}})
+    _, critic = build_models(params.model, shape)
+    convs = [layer.filters for layer in critic.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs == widths
 
 
 def test_mixed_precision_step_runs_and_reduces_in_float32():

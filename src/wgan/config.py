@@ -110,7 +110,7 @@ class DataConfig:
 class ModelConfig:
     arch: str = _choice("auto", "dcgan", "mlp", default="auto")
     z_dim: int | None = _ranged(None, 1, 100_000)  # null: 100 for dcgan, 1000 for mlp
-    base_channels: int = _ranged(64, 1, 4096)
+    base_channels: int | None = _ranged(None, 1, 4096)  # null: 32 for 28×28, else 64
     critic_norm: str = _choice("none", "layer", "batch", default="none")
     mlp_hidden: int = _ranged(4096, 1)
 

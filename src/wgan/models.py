@@ -18,7 +18,7 @@ from keras import layers
 
 from wgan.config import ModelConfig
 
-__all__ = ["build_models", "latent_dim", "model_arch", "ClipWeights"]
+__all__ = ["build_models", "base_channels", "latent_dim", "model_arch", "ClipWeights"]
 
 
 def model_arch(config: ModelConfig, shape: tuple[int, ...]) -> str:
@@ -47,6 +47,18 @@ class ClipWeights(keras.constraints.Constraint):
 
     def get_config(self):
         return {"clip": self.clip}
+
+
+def base_channels(config: ModelConfig, shape: tuple[int, ...]) -> int:
+    """The dcgan width: ``model.base_channels``, or 32 for 28×28 and 64 (DCGAN's) otherwise.
+
+    32 keeps the default MNIST run at about ten minutes on two CPU cores: a 28×28
+    critic step at 64 costs ~2.6× as much, and in the same time base 32 takes enough
+    more steps to draw cleaner digits (BENCHMARKS.md, "The embedded default").
+    """
+    if config.base_channels is not None:
+        return config.base_channels
+    return 32 if shape[:2] == (28, 28) else 64
 
 
 def _dcgan_plan(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -131,5 +143,6 @@ def build_models(
         (length,) = shape
         return (_mlp_generator(length, z_dim, config.mlp_hidden),
                 _mlp_critic(length, config.mlp_hidden, constraint))
-    return (_dcgan_generator(shape, z_dim, config.base_channels),
-            _dcgan_critic(shape, config.base_channels, config.critic_norm, constraint))
+    base = base_channels(config, shape)
+    return (_dcgan_generator(shape, z_dim, base),
+            _dcgan_critic(shape, base, config.critic_norm, constraint))

@@ -177,8 +177,13 @@ def make_train_steps(
     def apply_generator(grads):
         g_opt.apply(local(grads), generator.trainable_variables)
         if ema is not None:
+            # Warm-up as in tf.train.ExponentialMovingAverage(num_updates=k): the decay of
+            # update k is min(ema, k / (k + 9)), so the random initial weights do not
+            # linger in the average of a short run (0.999^2000 would still be 14%).
+            k = tf.cast(g_opt.iterations, tf.float32)
+            decay = tf.minimum(train.ema, k / (k + 9.0))
             for average_var, var in zip(ema, generator.weights, strict=True):
-                average_var.assign(train.ema * average_var + (1.0 - train.ema) * var)
+                average_var.assign(decay * average_var + (1.0 - decay) * var)
 
     def summed(per_replica: dict) -> dict:
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
