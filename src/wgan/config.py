@@ -118,7 +118,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     variant: str = _choice(*VARIANTS, default="wgan-gp")
-    steps: int = _ranged(2000, 1)
+    steps: int = _ranged(2500, 1)
     batch: int = _ranged(64, 1)
     n_critic: int | None = _ranged(None, 1, 1000)
     g_steps: int = _ranged(1, 1, 1000)
@@ -133,7 +133,7 @@ class TrainConfig:
     lp_sampling: str = _choice("interpolate", "perturb", default="interpolate")
     perturb: float = _ranged(0.5, 0.0)
     grad_clip: float | None = _ranged(None, 0.0)
-    ema: float | None = _ranged(None, 0.0, 0.999999)
+    ema: float | None = _ranged(0.999, 0.0, 0.999999)
     strategy: str = _choice("auto", "mirrored", "multi_worker", "one_device", default="auto")
     mixed_precision: bool = False
     jit_compile: bool = True
