@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import ROOT, TINY_MODEL, TINY_TRAIN, write_params
 
 from wgan.config import parse_params
@@ -38,6 +39,19 @@ def _weights(path: Path) -> list[np.ndarray]:
     return [w for w in keras.models.load_model(path, compile=False).get_weights()]
 
 
+def _tensorboard(logdir: Path) -> tuple[dict, list[int]]:
+    """{(tag, step): scalar} and the steps of the image summaries in ``logdir``'s events."""
+    scalars, images = {}, []
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == "fixed_noise_samples":
+                    images.append(event.step)
+                else:
+                    scalars[value.tag, event.step] = float(tf.make_ndarray(value.tensor))
+    return scalars, images
+
+
 def test_training_writes_every_output_and_is_deterministic(tmp_path, digits):
     first = train(_params(), digits, TrainOutputs.under(tmp_path / "a"))
     second = train(_params(), digits, TrainOutputs.under(tmp_path / "b"))
@@ -46,11 +60,17 @@ def test_training_writes_every_output_and_is_deterministic(tmp_path, digits):
         assert (out.models / path).is_file()
     assert sorted(p.name for p in out.progress.iterdir()) == [
         "grid-000003.png", "grid-000006.png", "progress.gif"]
-    assert list(out.logs.glob("events.out.tfevents.*"))
     rows = out.curves.read_text().splitlines()
     assert rows[0].split("\t") == ["step", "critic_loss", "generator_loss", "wasserstein",
                                    "penalty", "grad_norm", "lr"]
     assert [int(r.split("\t")[0]) for r in rows[1:]] == [1, 2, 3, 4, 5, 6]
+    # TensorBoard holds every scalar of every step (the same values as the TSV) and the grids.
+    scalars, images = _tensorboard(out.logs)
+    for row in rows[1:]:
+        step, *values = row.split("\t")
+        for name, value in zip(rows[0].split("\t")[1:], values, strict=True):
+            assert f"{scalars[name, int(step)]:.6g}" == value
+    assert images == [3, 6]
     metrics = json.loads(out.metrics.read_text())
     assert metrics["steps"] == 6 and metrics["images_per_s"] > 0
     resolved = json.loads((out.models / "train_config.json").read_text())

@@ -19,6 +19,26 @@ CURVE_COLUMNS = ("step", "critic_loss", "generator_loss", "wasserstein", "penalt
                  "grad_norm", "lr")
 
 
+def _scalar_writer(writer):
+    """One compiled call writes every (step, metric) scalar of a flush to TensorBoard.
+
+    Writing them one eager ``tf.summary.scalar`` at a time cost ~6% of a default
+    training run (py-spy); in a ``tf.function`` the loop runs in the graph.
+    """
+    names = CURVE_COLUMNS[1:]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64),
+                                  tf.TensorSpec([None, len(names)], tf.float32)])
+    def write(steps, rows):
+        with writer.as_default():
+            for i in tf.range(tf.shape(steps)[0]):
+                with tf.compat.v1.name_scope(None):  # tags without the loop's "while/"
+                    for j, name in enumerate(names):
+                        tf.summary.scalar(name, rows[i, j], step=steps[i])
+
+    return write
+
+
 class TrainingLog:
     def __init__(self, curves: Path, logdir: Path, resume_at: int = 0, chief: bool = True):
         self.curves = Path(curves)
@@ -27,6 +47,7 @@ class TrainingLog:
         self.chief = chief
         self._keep_rows_up_to(resume_at)
         self.writer = tf.summary.create_file_writer(str(logdir)) if chief else None
+        self._scalars = _scalar_writer(self.writer) if chief else None
 
     def _keep_rows_up_to(self, step: int) -> None:
         """On resume, drop rows a killed run wrote after its last checkpoint."""
@@ -41,25 +62,24 @@ class TrainingLog:
         self.pending.append((step, metrics))
 
     def flush(self) -> tuple[int, str, float] | None:
-        """Write pending rows; return (step, name, value) of the first non-finite loss."""
-        lines = []
+        """Write pending rows up to the first non-finite value; return (step, name, value)
+        of that value, or None."""
+        steps, rows, bad = [], [], None
         for step, metrics in self.pending:
             values = {k: float(np.asarray(v)) for k, v in metrics.items()}
-            bad = next(((k, v) for k, v in values.items() if not math.isfinite(v)), None)
+            bad = next(((step, k, v) for k, v in values.items() if not math.isfinite(v)), None)
             if bad:
-                self.pending = []
-                return step, bad[0], bad[1]
+                break
             self.last = {"step": step, **values}
-            lines.append("\t".join([str(step)] + [f"{values[c]:.6g}" for c in CURVE_COLUMNS[1:]]))
-            if self.writer is not None:
-                with self.writer.as_default(step=step):
-                    for name, value in values.items():
-                        tf.summary.scalar(name, value)
+            steps.append(step)
+            rows.append([values[c] for c in CURVE_COLUMNS[1:]])
         self.pending = []
-        if self.chief and lines:
+        if self.chief and rows:
             with self.curves.open("a") as f:
-                f.write("\n".join(lines) + "\n")
-        return None
+                f.writelines("\t".join([str(step)] + [f"{v:.6g}" for v in row]) + "\n"
+                             for step, row in zip(steps, rows, strict=True))
+            self._scalars(tf.constant(steps, tf.int64), tf.constant(rows, tf.float32))
+        return bad
 
     def image(self, step: int, grid: np.ndarray) -> None:
         if self.writer is not None:
