@@ -3,12 +3,10 @@
 Files are listed once (a directory walked recursively, or a zip's members) and
 sorted. Each goes to train or test by CelebA's ``list_eval_partition.txt`` when
 present, else by a hash of its file name, so neither the split nor the output
-order depends on listing order or on the number of workers. A thread pool
-decodes them in chunks, in order (Pillow releases the GIL while it decodes and
-resizes, and threads hand the samples over without pickling them); each is
-centre-cropped, converted to RGB and resized. Files that cannot be used (corrupt,
-truncated, not an image, smaller than the crop) are skipped and listed in
-``Source.report``.
+order depends on listing order or on the number of workers. A process pool
+decodes them in chunks, in order; each is centre-cropped, converted to RGB and
+resized. Files that cannot be used (corrupt, truncated, not an image, smaller
+than the crop) are skipped and listed in ``Source.report``.
 
 Each ``sha256`` entry of a folder covers one split: the sha256 of the
 ``sha256sum``-style lines (``<digest>  <name>``) of its files, hashed by the
@@ -20,11 +18,11 @@ reads either.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import contextlib
+import functools
 import hashlib
 import io
 import itertools
+import multiprocessing
 import os
 import zipfile
 import zlib
@@ -48,7 +46,7 @@ _FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")  # the only decoders a file may
 _BAD_IMAGE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 _PARTITION = "list_eval_partition.txt"
 _SPLIT_SALT = b"wgan-split-0:"  # the fixed "seed" of the hash split
-_CHUNK = 64  # files per pool task: amortises task overhead, keeps results flowing
+_CHUNK = 64  # files per pool task: amortises inter-process overhead, keeps results flowing
 _IN_FLIGHT = 3  # chunks per worker submitted ahead of the consumer (bounds memory)
 _REPORT_LIMIT = 1000  # files listed in the report; the count is always exact
 
@@ -101,16 +99,22 @@ def _crop_resize(img: Image.Image, recipe: _Recipe) -> np.ndarray | str:
     return np.asarray(_to_rgb(img).resize(size, recipe.resample, box=scaled))
 
 
-def _read(recipe: _Recipe, archive: zipfile.ZipFile | None, name: str) -> bytes:
-    if archive is not None:
-        return archive.read(name)  # thread-safe: members are read under the archive's lock
+@functools.lru_cache(maxsize=1)
+def _open_zip(path: str) -> zipfile.ZipFile:
+    """The archive, opened once per worker process on first use."""
+    return zipfile.ZipFile(path)
+
+
+def _read(recipe: _Recipe, name: str) -> bytes:
+    if recipe.is_zip:
+        return _open_zip(recipe.root).read(name)
     return Path(recipe.root, name).read_bytes()
 
 
-def _process(recipe: _Recipe, archive: zipfile.ZipFile | None, name: str) -> _Result:
+def _process(recipe: _Recipe, name: str) -> _Result:
     """Worker: read, hash and decode one file; never raises for a bad file."""
     try:
-        data = _read(recipe, archive, name)
+        data = _read(recipe, name)
     except (OSError, zipfile.BadZipFile, zlib.error) as err:
         return "", None, f"cannot read the file ({err})"
     digest = hashlib.sha256(data).hexdigest()
@@ -128,10 +132,9 @@ def _skip(report: dict[str, Any], name: str, reason: str) -> None:
         report["files"].append({"file": name, "reason": reason})
 
 
-def _process_chunk(recipe: _Recipe, archive: zipfile.ZipFile | None,
-                   names: list[str]) -> list[_Result]:
-    """Worker: :func:`_process` for each file of one chunk (one task per chunk)."""
-    return [_process(recipe, archive, name) for name in names]
+def _process_chunk(recipe: _Recipe, names: list[str]) -> list[_Result]:
+    """Worker: :func:`_process` for each file of one chunk (one round trip per chunk)."""
+    return [_process(recipe, name) for name in names]
 
 
 def _decode(
@@ -147,18 +150,18 @@ def _decode(
     manifest = hashlib.sha256()
     chunks = [names[i:i + _CHUNK] for i in range(0, len(names), _CHUNK)]
     workers = max(1, min(workers, len(chunks)))
-    archive = zipfile.ZipFile(recipe.root) if recipe.is_zip else contextlib.nullcontext()
-    with archive as zf, concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    # Clearing the zip cache in each worker keeps forked workers from sharing one file offset.
+    with multiprocessing.Pool(workers, initializer=_open_zip.cache_clear) as pool:
         pending: collections.deque = collections.deque()
         todo = iter(chunks)
         for chunk in itertools.islice(todo, _IN_FLIGHT * workers):
-            pending.append((chunk, pool.submit(_process_chunk, recipe, zf, chunk)))
+            pending.append((chunk, pool.apply_async(_process_chunk, (recipe, chunk))))
         while pending:
             chunk, result = pending.popleft()
-            results = result.result()
+            results = result.get()
             for chunk_next in itertools.islice(todo, 1):
-                pending.append((chunk_next, pool.submit(_process_chunk, recipe, zf,
-                                                      chunk_next)))
+                pending.append((chunk_next, pool.apply_async(_process_chunk,
+                                                             (recipe, chunk_next))))
             for name, (digest, image, reason) in zip(chunk, results, strict=True):
                 manifest.update(f"{digest}  {name}\n".encode())
                 if image is None:
