@@ -118,7 +118,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     variant: str = _choice(*VARIANTS, default="wgan-gp")
-    steps: int = _ranged(2200, 1)
+    steps: int = _ranged(2500, 1)
     batch: int = _ranged(64, 1)
     n_critic: int | None = _ranged(None, 1, 1000)
     g_steps: int = _ranged(1, 1, 1000)
