@@ -1,6 +1,6 @@
 # One-command setup: every target bootstraps .venv from the pinned requirements first.
 # The install is skipped while requirements.txt, requirements.lock (every transitive
-# pin, from `pip freeze`) and pyproject.toml are unchanged.
+# pin, from `pip freeze`), requirements-data.txt and pyproject.toml are unchanged.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,9 +13,10 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements.lock pyproject.toml
+$(STAMP): requirements.txt requirements.lock requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.txt -c requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-data.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
