@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from common import WORK, Figure, Gated, command, gated
@@ -133,6 +134,30 @@ def _prepared_mnist() -> Path:
     return prepared
 
 
+def _alternating(calls: dict[str, Callable[[int], object]], per_round: int,
+                 rounds: int) -> Gated:
+    """Quiet-gated rounds in which each call runs ``per_round`` times in turn, ended by one
+    host sync, so all of them see the same machine speed. Each kept round's value maps a
+    call's name to its seconds per call. ``call(i)`` returns a scalar; two warm-up calls
+    each (tracing and compilation) come first."""
+    for call in calls.values():
+        for i in range(2):
+            float(call(i))
+    counter = iter(range(2, 10**9))
+
+    def one_round() -> dict[str, float]:
+        seconds = {}
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            for _ in range(per_round):
+                out = call(next(counter))
+            float(out)
+            seconds[name] = (time.perf_counter() - t0) / per_round
+        return seconds
+
+    return gated(one_round, rounds)
+
+
 def _headline_loop(size: str, spec: dict) -> list[Figure]:
     """The target model's wgan-gp iteration with XLA, fed by ``training_stream`` like
     ``wgan.train``, in rounds alternating with the issue's reference loops
@@ -159,23 +184,9 @@ def _headline_loop(size: str, spec: dict) -> list[Figure]:
         out = loop.generator_step(tf.constant([0, s * 1024 + 1000], tf.int64))
         return out["generator_loss"] if isinstance(out, dict) else out
 
-    for loop in loops.values():
-        for s in range(2):
-            float(iteration(loop, s))
     n = spec["loop_iterations"]
-    counter = iter(range(2, 10**9))
-
-    def one_round() -> dict[str, float]:
-        seconds = {}
-        for name, loop in loops.items():
-            t0 = time.perf_counter()
-            for _ in range(n):
-                out = iteration(loop, next(counter))
-            float(out)
-            seconds[name] = (time.perf_counter() - t0) / n
-        return seconds
-
-    result = gated(one_round, spec["rounds"])
+    result = _alternating({name: lambda i, loop=loop: iteration(loop, i)
+                           for name, loop in loops.items()}, n, spec["rounds"])
     per_loop = {name: statistics.median(r[name] for r in result.values) for name in loops}
     ratios = [r["ours"] / r["reference-xla"] for r in result.values]
     ratio = statistics.median(ratios)
@@ -215,20 +226,9 @@ def _gp_overhead(size: str, spec: dict) -> Figure:
     real = tf.random.stateless_uniform([spec["batch"], *shape], [5, 6], -1, 1)
     steps = {v: _build(shape, model, v, True, spec["batch"])[1] for v in ("wgan-gp", "wgan")}
     calls = spec["calls"] * 3
-    counter = iter(range(10**9))
-
-    def one_round() -> dict[str, float]:
-        seconds = {}
-        for variant, step in steps.items():
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                out = step.critic_step(real, tf.constant([0, next(counter)], tf.int64))
-            float(out["critic_loss"])
-            seconds[variant] = (time.perf_counter() - t0) / calls
-        return seconds
-
-    one_round()  # warm-up: tracing and compilation
-    result = gated(one_round, spec["rounds"])
+    result = _alternating(
+        {variant: lambda i, step=step: step.critic_step(real, tf.constant([0, i], tf.int64))
+         ["critic_loss"] for variant, step in steps.items()}, calls, spec["rounds"])
     ratios = [r["wgan-gp"] / r["wgan"] for r in result.values]
     ratio = statistics.median(ratios)
     return Figure(
