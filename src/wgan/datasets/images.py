@@ -50,7 +50,8 @@ _CHUNK = 64  # files per pool task: amortises inter-process overhead, keeps resu
 _IN_FLIGHT = 3  # chunks per worker submitted ahead of the consumer (bounds memory)
 _REPORT_LIMIT = 1000  # files listed in the report; the count is always exact
 
-_Result = tuple[str, np.ndarray | None, str | None]  # (file sha256, image, skip reason)
+# (file sha256, the sample's raw RGB bytes, skip reason): bytes pickle ~10x faster than arrays
+_Result = tuple[str, bytes | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _crop_resize(img: Image.Image, recipe: _Recipe) -> np.ndarray | str:
+def _crop_resize(img: Image.Image, recipe: _Recipe) -> bytes | str:
     """The cropped, resized RGB sample, or why the image cannot give one."""
     w, h = img.size
     if recipe.crop is not None and recipe.crop > min(w, h):
@@ -94,9 +95,9 @@ def _crop_resize(img: Image.Image, recipe: _Recipe) -> np.ndarray | str:
     drafted = img.draft(None, want)
     scale = drafted[1][2] / w if drafted else 1.0
     if scale == 1.0:
-        return np.asarray(_to_rgb(img.crop(box)).resize(size, recipe.resample))
+        return _to_rgb(img.crop(box)).resize(size, recipe.resample).tobytes()
     scaled = tuple(v * scale for v in box)
-    return np.asarray(_to_rgb(img).resize(size, recipe.resample, box=scaled))
+    return _to_rgb(img).resize(size, recipe.resample, box=scaled).tobytes()
 
 
 @functools.lru_cache(maxsize=1)
@@ -108,7 +109,8 @@ def _open_zip(path: str) -> zipfile.ZipFile:
 def _read(recipe: _Recipe, name: str) -> bytes:
     if recipe.is_zip:
         return _open_zip(recipe.root).read(name)
-    return Path(recipe.root, name).read_bytes()
+    with open(os.path.join(recipe.root, name), "rb") as f:  # half the cost of Path.read_bytes
+        return f.read()
 
 
 def _process(recipe: _Recipe, name: str) -> _Result:
@@ -123,7 +125,7 @@ def _process(recipe: _Recipe, name: str) -> _Result:
             out = _crop_resize(img, recipe)
     except _BAD_IMAGE as err:
         return digest, None, f"not a readable image ({type(err).__name__}: {err})"
-    return (digest, out, None) if isinstance(out, np.ndarray) else (digest, None, out)
+    return (digest, out, None) if isinstance(out, bytes) else (digest, None, out)
 
 
 def _skip(report: dict[str, Any], name: str, reason: str) -> None:
@@ -148,6 +150,7 @@ def _decode(
     (``Pool.imap`` would queue every chunk at once and buffer all finished results).
     """
     manifest = hashlib.sha256()
+    shape = (recipe.size, recipe.size, 3)
     chunks = [names[i:i + _CHUNK] for i in range(0, len(names), _CHUNK)]
     workers = max(1, min(workers, len(chunks)))
     # Clearing the zip cache in each worker keeps forked workers from sharing one file offset.
@@ -167,7 +170,7 @@ def _decode(
                 if image is None:
                     _skip(report, name, reason)
                 else:
-                    yield image, None
+                    yield np.frombuffer(image, np.uint8).reshape(shape), None
     sha256[key] = manifest.hexdigest()
 
 
