@@ -14,7 +14,7 @@ import tensorflow as tf
 from step_harness import run_steps, tiny_params
 
 from wgan.config import parse_params, resolve_train
-from wgan.models import build_models
+from wgan.models import build_models, resolve_model
 from wgan.steps import VARIANT_PARTS, make_train_steps
 
 VARIANTS = sorted(VARIANT_PARTS)
@@ -66,9 +66,21 @@ def test_wgan_critic_weights_are_clipped(devices):
 ])
 def test_dcgan_width_follows_base_channels_or_its_default(shape, base, widths):
     params = parse_params({"model": {"base_channels": base}})
-    _, critic = build_models(params.model, shape)
+    generator, critic = build_models(params.model, shape)
     convs = [layer.filters for layer in critic.layers if isinstance(layer, keras.layers.Conv2D)]
     assert convs == widths
+    # train_config.json records the network that was built, not the nulls.
+    resolved = resolve_model(params.model, shape)
+    assert (resolved.arch, resolved.base_channels) == ("dcgan", widths[0])
+    assert resolved.z_dim == generator.input_shape[-1] == 100
+
+
+def test_resolved_mlp_has_its_latent_size_and_no_width():
+    params = parse_params({"model": {"mlp_hidden": 8}})
+    generator, _ = build_models(params.model, (16,))
+    resolved = resolve_model(params.model, (16,))
+    assert (resolved.arch, resolved.base_channels) == ("mlp", None)
+    assert resolved.z_dim == generator.input_shape[-1] == 1000
 
 
 def test_mixed_precision_step_runs_and_reduces_in_float32():

@@ -75,6 +75,7 @@ def test_training_writes_every_output_and_is_deterministic(tmp_path, digits):
     assert metrics["steps"] == 6 and metrics["images_per_s"] > 0
     resolved = json.loads((out.models / "train_config.json").read_text())
     assert resolved["train"]["lambda"] == 10.0 and resolved["train"]["n_critic"] == 5
+    assert resolved["model"]["arch"] == "dcgan" and resolved["model"]["base_channels"] == 4
     # Same params and seed on CPU: identical losses and weights.
     assert (first["critic_loss"], first["generator_loss"]) == (
         second["critic_loss"], second["generator_loss"])

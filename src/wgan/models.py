@@ -13,12 +13,15 @@ L → 4096 → 1024 → 1 linear, for 1-D 0/1 masks.
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 from keras import layers
 
 from wgan.config import ModelConfig
 
-__all__ = ["build_models", "base_channels", "latent_dim", "model_arch", "ClipWeights"]
+__all__ = ["build_models", "base_channels", "latent_dim", "model_arch", "resolve_model",
+           "ClipWeights"]
 
 
 def model_arch(config: ModelConfig, shape: tuple[int, ...]) -> str:
@@ -59,6 +62,17 @@ def base_channels(config: ModelConfig, shape: tuple[int, ...]) -> int:
     if config.base_channels is not None:
         return config.base_channels
     return 32 if shape[:2] == (28, 28) else 64
+
+
+def resolve_model(config: ModelConfig, shape: tuple[int, ...]) -> ModelConfig:
+    """``config`` with ``auto``/``null`` replaced by what :func:`build_models` uses for ``shape``.
+
+    What ``train_config.json`` records, so a run says which network it trained.
+    """
+    arch = model_arch(config, shape)
+    return dataclasses.replace(
+        config, arch=arch, z_dim=latent_dim(config, shape),
+        base_channels=base_channels(config, shape) if arch == "dcgan" else None)
 
 
 def _dcgan_plan(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from wgan.config import Params, resolve_train, to_dict
 from wgan.distribution import is_chief, make_strategy, per_replica_batch
 from wgan.metrics.masks import is_valid_mask
-from wgan.models import build_models, latent_dim
+from wgan.models import build_models, latent_dim, resolve_model
 from wgan.prepared import PreparedMeta, read_meta, to_uint8, training_stream
 from wgan.steps import make_train_steps
 from wgan.training_log import TrainingLog
@@ -237,7 +237,8 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     out.models.mkdir(parents=True, exist_ok=True)
     sampler.save(out.models / "generator.keras")
     critic.save(out.models / "critic.keras")
-    resolved = {**to_dict(params), "train": to_dict(cfg)}
+    resolved = {**to_dict(params), "model": to_dict(resolve_model(params.model, meta.shape)),
+                "train": to_dict(cfg)}
     (out.models / "train_config.json").write_text(json.dumps(resolved, indent=2))
     grids = sorted(out.progress.glob("grid-*.png"))
     save_gif(grids, out.progress / "progress.gif")
