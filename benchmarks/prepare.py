@@ -93,9 +93,10 @@ def _child(n: int, out: str) -> None:
 
     data = parse_params({"data": {"name": "celeba",
                                   "celeba": {"path": str(WORK / f"celeba-{n}")}}}).data
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds(resource)
     meta = write_prepared(load_source(data), out, data.shards, to_dict(data))
     seconds = time.perf_counter() - t0
+    cpu = _cpu_seconds(resource) - cpu0  # the pool's workers are reaped by now
     size = sum(p.stat().st_size for p in Path(out).glob("*.tfrecord.gz"))
     print(json.dumps({
         "seconds": seconds,
@@ -104,7 +105,14 @@ def _child(n: int, out: str) -> None:
         "rss_self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_workers_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "bytes_written": size,
+        "cpu_s": cpu,
     }))
+
+
+def _cpu_seconds(resource) -> float:
+    """User + system CPU of this process and its reaped children (the pool workers)."""
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def _measure(n: int) -> dict:
@@ -121,6 +129,11 @@ def _measure(n: int) -> dict:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result.update(process_wall_s=wall)
     return result
+
+
+def _budget_us() -> float:
+    """CPU µs per image that the target leaves when every core is busy all the time."""
+    return 1e6 * (os.cpu_count() or 1) / TARGET_IMAGES_PER_S
 
 
 def run(size: str = "default", repeats: int | None = None) -> list[Figure]:
@@ -151,6 +164,12 @@ def run(size: str = "default", repeats: int | None = None) -> list[Figure]:
                      "rss_main_mib": round(best["rss_self_mib"]),
                      "rss_worker_mib": round(best["rss_workers_mib"]),
                      "rounds_discarded_for_load": gate.discarded}))
+        cpu_us = 1e6 * best["cpu_s"] / best["images"]
+        figures.append(Figure(
+            id=f"prepare.celeba{n}.cpu_us_per_image", what=f"prepare {n:,} images: CPU per "
+            f"image, main process + workers ({TARGET_IMAGES_PER_S:,} images/s on "
+            f"{os.cpu_count()} cores allows at most {_budget_us():.0f})", value=round(cpu_us),
+            unit="µs", command=cmd, load=max(r["load"] for r in runs)))
         figures.append(Figure(
             id=f"prepare.celeba{n}.peak_rss_mib", what=f"prepare {n:,} images: peak RSS "
             "of any process (main or worker)", value=round(peak[n]), unit="MiB",
