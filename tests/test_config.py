@@ -51,6 +51,17 @@ def test_bad_params_raise_one_clear_error(raw, message):
         parse_params(raw)
 
 
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    # PyYAML (YAML 1.1) reads `1e-4` as a string; a hand-edited params.yaml must still work.
+    (tmp_path / "params.yaml").write_text("train:\n  lr: 1e-4\n  lambda: 1E+1\n")
+    train = load_params(tmp_path / "params.yaml").train
+    assert (train.lr, train.penalty_weight) == (1e-4, 10.0)
+    with pytest.raises(ParamsError, match=r"train.lr: expected float or null, got '1e-4x'"):
+        parse_params({"train": {"lr": "1e-4x"}})
+    with pytest.raises(ParamsError, match=r"train.steps: expected int, got '1e3'"):
+        parse_params({"train": {"steps": "1e3"}})
+
+
 def test_load_params_reports_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ParamsError, match="params file not found"):
         load_params(tmp_path / "params.yaml")

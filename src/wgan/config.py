@@ -15,6 +15,7 @@ Training knobs left ``null`` take the chosen variant's paper defaults
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -196,6 +197,10 @@ def _type_name(tp: Any) -> str:
     return " or ".join(names) + (" or null" if type(None) in typing.get_args(tp) else "")
 
 
+# Exponent notation without a dot, which YAML 1.2 (and DVC's `-S`) reads as a float.
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_type(value: Any, tp: Any, path: str) -> Any:
     """Return ``value`` coerced to ``tp`` (int -> float only) or raise ParamsError."""
     allowed = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
@@ -208,6 +213,8 @@ def _check_type(value: Any, tp: Any, path: str) -> Any:
             return value
         if t is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if t is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            return float(value)  # `lr: 1e-4` is a string to YAML 1.1 (PyYAML): no dot
         if t is str and isinstance(value, str):
             return value
     raise ParamsError(f"{path}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
