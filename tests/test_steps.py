@@ -107,6 +107,29 @@ def test_mixed_precision_step_runs_and_reduces_in_float32():
     assert any(np.any(b != a.numpy()) for b, a in zip(before, c.trainable_weights, strict=True))
 
 
+def test_grad_clip_under_mixed_precision_clips_the_unscaled_gradient():
+    # With SGD(lr=1) the update is minus the clipped gradient, so its norm is the clip
+    # (the true gradient is far larger). Clipping the loss-scaled gradient instead would
+    # leave an update 2^15 times smaller.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        params = tiny_params("wgan-gp", mixed_precision=True, grad_clip=1e-3)
+        cfg = resolve_train(params.train)
+        g, c = build_models(params.model, (28, 28, 1))
+        g_opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1.0))
+        c_opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1.0))
+        g_opt.build(g.trainable_variables)
+        c_opt.build(c.trainable_variables)
+        steps = make_train_steps(tf.distribute.get_strategy(), g, c, g_opt, c_opt, cfg, 8)
+        before = [w.numpy().copy() for w in c.trainable_weights]
+        steps.critic_step(tf.random.uniform([8, 28, 28, 1], -1, 1), tf.constant([0, 1], tf.int64))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    moved = np.sqrt(sum(np.sum((a.numpy() - b) ** 2)
+                        for b, a in zip(before, c.trainable_weights, strict=True)))
+    assert moved == pytest.approx(1e-3, rel=1e-2)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

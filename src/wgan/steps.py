@@ -155,16 +155,19 @@ def make_train_steps(
 
     replicas = strategy.num_replicas_in_sync
 
-    def clip_summed(grads):
+    def clip_summed(grads, opt):
         """Clip the gradient the optimizer will apply: the sum over replicas.
 
         Runs in cross-replica context between the gradient and the update. The result
-        is divided by the replica count because the optimizer sums it again.
+        is divided by the replica count because the optimizer sums it again. Under mixed
+        precision the gradients still carry the loss scale (``apply`` divides it out), so
+        the threshold is scaled with them.
         """
         if train.grad_clip is None:
             return grads
         summed = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
-        clipped, _ = tf.clip_by_global_norm(summed, train.grad_clip)
+        scale = tf.cast(getattr(opt, "dynamic_scale", 1.0), tf.float32)
+        clipped, _ = tf.clip_by_global_norm(summed, train.grad_clip * scale)
         return [g / replicas for g in clipped]
 
     def local(grads):
@@ -192,13 +195,13 @@ def make_train_steps(
     @step_function
     def critic_step(real, seed):
         grads, metrics = strategy.run(critic_grads, args=(real, seed))
-        strategy.run(apply_critic, args=(clip_summed(grads),))
+        strategy.run(apply_critic, args=(clip_summed(grads, c_opt),))
         return summed(metrics)
 
     @step_function
     def generator_step(seed):
         grads, metrics = strategy.run(generator_grads, args=(seed,))
-        strategy.run(apply_generator, args=(clip_summed(grads),))
+        strategy.run(apply_generator, args=(clip_summed(grads, g_opt),))
         return summed(metrics)
 
     return TrainSteps(critic_step, generator_step)
