@@ -26,14 +26,14 @@ BATCH = 64
 
 
 def _prepared_mnist():
-    from wgan.config import parse_params, to_dict
+    from wgan.config import parse_params, prepared_params
     from wgan.datasets import load_source
     from wgan.prepared import write_prepared
 
     out = WORK / "prepared-mnist"
     if not (out / "meta.json").is_file():
         data = parse_params({}).data
-        write_prepared(load_source(data), out, data.shards, to_dict(data))
+        write_prepared(load_source(data), out, data.shards, prepared_params(data))
     return out
 
 

@@ -87,14 +87,14 @@ def _child(n: int, out: str) -> None:
     import resource
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from wgan.config import parse_params, to_dict
+    from wgan.config import parse_params, prepared_params
     from wgan.datasets import load_source
     from wgan.prepared import write_prepared
 
     data = parse_params({"data": {"name": "celeba",
                                   "celeba": {"path": str(WORK / f"celeba-{n}")}}}).data
     t0, cpu0 = time.perf_counter(), _cpu_seconds(resource)
-    meta = write_prepared(load_source(data), out, data.shards, to_dict(data))
+    meta = write_prepared(load_source(data), out, data.shards, prepared_params(data))
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds(resource) - cpu0  # the pool's workers are reaped by now
     size = sum(p.stat().st_size for p in Path(out).glob("*.tfrecord.gz"))

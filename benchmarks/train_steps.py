@@ -123,14 +123,14 @@ def matmul_rate(n: int = 2048, repeats: int = 7) -> tuple[float, dict]:
 
 def _prepared_mnist() -> Path:
     """Prepared bundled MNIST under ``WORK``, made once."""
-    from wgan.config import parse_params, to_dict
+    from wgan.config import parse_params, prepared_params
     from wgan.datasets import load_source
     from wgan.prepared import write_prepared
 
     prepared = WORK / "prepared-mnist"
     if not (prepared / "meta.json").is_file():
         data = parse_params({}).data
-        write_prepared(load_source(data), prepared, data.shards, to_dict(data))
+        write_prepared(load_source(data), prepared, data.shards, prepared_params(data))
     return prepared
 
 

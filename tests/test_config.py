@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wgan.config import ParamsError, load_params, parse_params, resolve_train, to_dict
+from wgan.config import (
+    ParamsError,
+    load_params,
+    parse_params,
+    prepared_params,
+    resolve_train,
+    to_dict,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,3 +104,15 @@ def test_user_values_win_over_variant_defaults():
 def test_a_nested_override_keeps_the_sections_own_defaults():
     folder = parse_params({"data": {"folder": {"resize": 32}}}).data.folder
     assert (folder.resize, folder.crop, folder.path) == (32, None, "data/raw/images")
+
+
+def test_prepared_params_hold_only_what_decides_the_prepared_data():
+    base = parse_params({"data": {"name": "celeba"}}).data
+    other = parse_params({"data": {"name": "celeba", "workers": 7,
+                                   "folder": {"resize": 32}, "mask": {"length": 16}}}).data
+    assert prepared_params(base) == prepared_params(other)
+    assert prepared_params(base)["celeba"]["crop"] == 108
+    changed = parse_params({"data": {"name": "celeba", "celeba": {"resize": 32}}}).data
+    assert prepared_params(changed) != prepared_params(base)
+    assert set(prepared_params(parse_params({"data": {"name": "cifar10"}}).data)) == {
+        "name", "raw_dir", "shards"}

@@ -10,25 +10,25 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from wgan.metrics import (
+from wgan.metrics import inception
+from wgan.metrics.classes import class_histogram_kl, classifier_score, mode_coverage
+from wgan.metrics.frechet import (
     RunningStatistics,
-    class_histogram_kl,
-    classifier_score,
     feature_statistics,
     fid_from_features,
     frechet_distance,
+)
+from wgan.metrics.kid import kernel_inception_distance
+from wgan.metrics.masks import (
     histogram_coverage,
-    inception,
     is_valid_mask,
-    kernel_inception_distance,
     length_ks,
     length_wasserstein,
     mask_lengths,
-    mode_coverage,
-    precision_recall,
-    sliced_wasserstein_distance,
     validity_rate,
 )
+from wgan.metrics.precision_recall import precision_recall
+from wgan.metrics.swd import sliced_wasserstein_distance
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

@@ -37,6 +37,7 @@ __all__ = [
     "VARIANT_DEFAULTS",
     "load_params",
     "parse_params",
+    "prepared_params",
     "resolve_train",
     "to_dict",
 ]
@@ -313,6 +314,20 @@ def resolve_train(train: TrainConfig) -> TrainConfig:
             beta2=0.999 if resolved.beta2 is None else resolved.beta2,
         )
     return resolved
+
+
+def prepared_params(data: DataConfig) -> dict[str, Any]:
+    """The ``data`` params that decide what ``prepare`` writes, as recorded in meta.json.
+
+    Not ``workers`` (the output does not depend on it) nor the sections of the other
+    datasets, so changing those neither changes the prepared data nor resets training
+    checkpoints (whose fingerprint includes this).
+    """
+    out = {"name": data.name, "raw_dir": data.raw_dir, "shards": data.shards}
+    section = getattr(data, data.name, None)  # cifar10 has none
+    if section is not None:
+        out[data.name] = to_dict(section)
+    return out
 
 
 def to_dict(config: Any) -> dict[str, Any]:

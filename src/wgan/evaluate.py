@@ -38,20 +38,18 @@ import numpy as np
 
 from wgan.classifier import DomainClassifier, load_feature_extractor
 from wgan.config import EvaluateConfig
-from wgan.metrics import (
-    class_histogram_kl,
-    classifier_score,
-    fid_from_features,
+from wgan.metrics.classes import class_histogram_kl, classifier_score, mode_coverage
+from wgan.metrics.frechet import fid_from_features
+from wgan.metrics.kid import kernel_inception_distance
+from wgan.metrics.masks import (
     histogram_coverage,
-    kernel_inception_distance,
     length_ks,
     length_wasserstein,
     mask_lengths,
-    mode_coverage,
-    precision_recall,
-    sliced_wasserstein_distance,
     validity_rate,
 )
+from wgan.metrics.precision_recall import precision_recall
+from wgan.metrics.swd import sliced_wasserstein_distance
 from wgan.prepared import PreparedMeta, read_meta, read_numpy, to_float
 from wgan.sample import length_bins
 
