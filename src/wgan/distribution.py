@@ -36,7 +36,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         if "TF_CONFIG" not in os.environ:
             raise ValueError(
                 "train.strategy 'multi_worker' needs TF_CONFIG (cluster + task) in the "
-                "environment of every worker; see README 'Multi-worker training'"
+                "environment of every worker; see README 'Multi-GPU and multi-worker'"
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":

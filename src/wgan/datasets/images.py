@@ -24,6 +24,7 @@ import io
 import itertools
 import multiprocessing
 import os
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -32,18 +33,23 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image
 
 from wgan.config import DataConfig, ImageFolderConfig
 from wgan.datasets.download import sha256_file
 from wgan.prepared import Example, Source
 
-__all__ = ["center_crop_box", "load", "raw_paths"]
+__all__ = ["center_crop_box", "load", "raw_paths", "usable_cpus"]
 
 _SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 _FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")  # the only decoders a file may reach
 # What Pillow raises for corrupt, truncated or foreign data (anything else is a bug).
 _BAD_IMAGE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+# EXIF orientation -> the transpose that makes the stored pixels upright.
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
 _PARTITION = "list_eval_partition.txt"
 _SPLIT_SALT = b"wgan-split-0:"  # the fixed "seed" of the hash split
 _CHUNK = 64  # files per pool task: amortises inter-process overhead, keeps results flowing
@@ -63,6 +69,14 @@ class _Recipe:
     crop: int | None
     size: int
     resample: Image.Resampling
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on: its affinity mask (a SLURM or taskset
+    allocation), not every core of the machine, which ``os.cpu_count`` reports."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def center_crop_box(w: int, h: int, c: int) -> tuple[int, int, int, int]:
@@ -95,9 +109,23 @@ def _crop_resize(img: Image.Image, recipe: _Recipe) -> bytes | str:
     drafted = img.draft(None, want)
     scale = drafted[1][2] / w if drafted else 1.0
     if scale == 1.0:
-        return _to_rgb(img.crop(box)).resize(size, recipe.resample).tobytes()
-    scaled = tuple(v * scale for v in box)
-    return _to_rgb(img).resize(size, recipe.resample, box=scaled).tobytes()
+        small = _to_rgb(img.crop(box)).resize(size, recipe.resample)
+    else:
+        small = _to_rgb(img).resize(size, recipe.resample, box=tuple(v * scale for v in box))
+    # Turning the small square instead of the full picture keeps draft decoding; the
+    # centre crop is the same up to the rounding of an odd margin.
+    turn = _upright(img)
+    return (small if turn is None else small.transpose(turn)).tobytes()
+
+
+def _upright(img: Image.Image) -> Image.Transpose | None:
+    """The turn that shows the picture as its EXIF orientation says (phones store
+    portraits sideways), as ``ImageOps.exif_transpose``; None if none or unreadable."""
+    try:
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    except (*_BAD_IMAGE, struct.error):
+        return None  # a broken EXIF block does not make the pixels unusable
+    return _UPRIGHT.get(orientation)
 
 
 @functools.lru_cache(maxsize=1)
@@ -274,7 +302,7 @@ def load(cfg: DataConfig, raw_dir: Path) -> Source:
     sha256 = {partition.name: sha256_file(partition)} if partition else {}
     recipe = _Recipe(str(root), root.is_file(), folder.crop, folder.resize,
                      Image.Resampling[folder.filter.upper()])
-    workers = cfg.workers or os.cpu_count() or 1
+    workers = cfg.workers or usable_cpus()
     return Source(
         name=cfg.name,
         shape=(folder.resize, folder.resize, 3),
