@@ -95,7 +95,10 @@ def _serialize(x: np.ndarray, y: int | None) -> bytes:
     feature = {"x": tf.train.Feature(bytes_list=tf.train.BytesList(value=[x.tobytes()]))}
     if y is not None:
         feature["y"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(y)]))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: protobuf may write the map's keys in a per-process order, which
+    # would make identical data hash differently in DVC (and re-run every later stage).
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString(deterministic=True)
 
 
 def _write_split(
