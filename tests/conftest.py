@@ -5,6 +5,7 @@ machine, which is how the distributed tests check loss scaling and gradient sums
 """
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -53,6 +54,13 @@ def write_digit_dataset(path: Path, n_train: int = 64, n_test: int = 32) -> Path
                     {"train": n_train, "test": n_test})
     write_prepared(source, path, 2, {"name": "mnist"})
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for local TF clusters)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_params(directory: Path, **sections) -> Path:

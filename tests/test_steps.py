@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import free_port
 from step_harness import run_steps, tiny_params
 
 from wgan.config import parse_params, resolve_train
@@ -130,19 +130,13 @@ def test_grad_clip_under_mixed_precision_clips_the_unscaled_gradient():
     assert moved == pytest.approx(1e-3, rel=1e-2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_worker_cluster_matches_single_process(tmp_path):
     harness = Path(__file__).parent / "step_harness.py"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     single = subprocess.run([sys.executable, str(harness), "wgan-gp", str(tmp_path / "single")],
                             env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
-    workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     procs = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}

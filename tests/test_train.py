@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, TINY_MODEL, TINY_TRAIN, write_params
+from conftest import ROOT, TINY_MODEL, TINY_TRAIN, free_port, write_params
 
 from wgan.config import parse_params
 from wgan.metrics.masks import is_valid_mask
@@ -90,10 +91,33 @@ def test_a_different_seed_changes_the_losses(tmp_path, digits):
     assert a["critic_loss"] != b["critic_loss"]
 
 
-def _run_stage(workdir: Path, **kw):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+def _run_stage(workdir: Path, **env):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}
     return subprocess.Popen(STAGE, cwd=workdir, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _workdir(path: Path, digits: Path, **train) -> Path:
+    """A directory like a clone of the repo: data/ (the tiny digits) and params.yaml."""
+    path.mkdir(exist_ok=True)
+    if not (path / "data").exists():
+        (path / "data").symlink_to(digits.parents[1])
+    write_params(path, train={**TINY_TRAIN, **train}, model=TINY_MODEL)
+    return path
+
+
+def _cluster(workdirs: list[Path]) -> list[str]:
+    """The train stage as a local cluster, worker i in ``workdirs[i]``; each one's stderr."""
+    hosts = [f"127.0.0.1:{free_port()}" for _ in workdirs]
+    procs = [_run_stage(work, TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
+                                                     "task": {"type": "worker", "index": i}}))
+             for i, work in enumerate(workdirs)]
+    errs = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-2000:]
+        errs.append(err)
+    return errs
 
 
 def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path, digits):
@@ -128,6 +152,46 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path, digits):
             np.testing.assert_array_equal(a, b)
     curves = [(runs[n] / "metrics/train_curves.tsv").read_text() for n in runs]
     assert curves[0] == curves[1]
+
+
+def test_two_worker_cluster_resumes_every_worker_from_the_chiefs_checkpoint(tmp_path, digits):
+    """Two machines, two clones: only the chief (worker 0) keeps checkpoints. A restarted
+    cluster must continue from the chief's step on every worker, and end where an
+    uninterrupted run ends."""
+    cfg = {"strategy": "multi_worker", "steps": 4, "checkpoint_every": 2, "sample_every": 4}
+    straight = [_workdir(tmp_path / f"straight-{i}", digits, **cfg) for i in range(2)]
+    _cluster(straight)
+    resumed = [_workdir(tmp_path / f"resumed-{i}", digits, **{**cfg, "steps": 2})
+               for i in range(2)]
+    _cluster(resumed)
+    assert not (resumed[1] / "models").exists()  # the second "machine" keeps nothing
+    resumed = [_workdir(work, digits, **cfg) for work in resumed]
+    errs = _cluster(resumed)
+    assert "resuming from" in errs[0]
+    for model in ("generator.keras", "critic.keras"):
+        for a, b in zip(_weights(straight[0] / "models" / model),
+                        _weights(resumed[0] / "models" / model), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert (straight[0] / "metrics/train_curves.tsv").read_text() == (
+        resumed[0] / "metrics/train_curves.tsv").read_text()
+
+
+def test_a_forced_rerun_of_a_finished_run_writes_every_output_again(tmp_path, digits):
+    """`dvc repro -f train` deletes the stage's non-persistent outputs and runs it; the run
+    resumes at its last step, so no iteration runs, yet every output must be there."""
+    out = TrainOutputs.under(tmp_path)
+    first = train(_params(), digits, out)
+    for path in [*out.models.glob("*.*"), out.progress, out.metrics]:  # not checkpoints/
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert out.checkpoints.parent == out.models and any(out.checkpoints.iterdir())
+    second = train(_params(), digits, out)
+    assert second["steps"] == first["steps"] == 6
+    for key in ("critic_loss", "generator_loss", "wasserstein", "penalty"):
+        assert second[key] == pytest.approx(first[key], rel=1e-5), key
+    assert (out.progress / "grid-000006.png").is_file()
+    assert (out.progress / "progress.gif").is_file()
+    assert all((out.models / m).is_file()
+               for m in ("generator.keras", "critic.keras", "train_config.json"))
 
 
 def test_checkpoint_from_other_params_is_not_resumed(tmp_path, digits, capsys):

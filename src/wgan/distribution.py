@@ -21,6 +21,7 @@ __all__ = [
     "replica_slice",
     "global_noise",
     "is_chief",
+    "broadcast_from_chief",
 ]
 
 
@@ -31,14 +32,14 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     ``multi_worker``: MultiWorkerMirroredStrategy configured from ``TF_CONFIG``.
     ``one_device``: the first GPU, or the CPU.
     """
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "multi_worker":
+    if name == "multi_worker":  # before anything initialises TensorFlow's context
         if "TF_CONFIG" not in os.environ:
             raise ValueError(
                 "train.strategy 'multi_worker' needs TF_CONFIG (cluster + task) in the "
                 "environment of every worker; see README 'Multi-GPU and multi-worker'"
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
@@ -87,3 +88,26 @@ def is_chief() -> bool:
         task.get("type") == "worker" and task.get("index", 0) == 0
         and "chief" not in config.get("cluster", {})
     )
+
+
+def broadcast_from_chief(strategy: tf.distribute.Strategy, variables: list) -> None:
+    """Give every worker of a cluster the chief's values of ``variables``.
+
+    Only the chief keeps checkpoints (the other workers write to a throwaway
+    directory), so after a restart only the chief resumes; without this the others
+    would start from step 0 with fresh weights, diverge, and run a different number
+    of collective steps. One all-reduce per variable of the value held by the first
+    replica (the chief's first device), zeros elsewhere. No-op outside a cluster.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+
+    def first_replica_only(value):
+        ctx = tf.distribute.get_replica_context()
+        value = tf.convert_to_tensor(value)
+        return tf.where(tf.equal(ctx.replica_id_in_sync_group, 0), value, tf.zeros_like(value))
+
+    for var in variables:
+        chief_value = strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                      strategy.run(first_replica_only, args=(var,)), axis=None)
+        var.assign(chief_value)

@@ -23,7 +23,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from wgan.config import Params, resolve_train, to_dict
-from wgan.distribution import is_chief, make_strategy, per_replica_batch
+from wgan.distribution import broadcast_from_chief, is_chief, make_strategy, per_replica_batch
 from wgan.metrics.masks import is_valid_mask
 from wgan.models import build_models, latent_dim, resolve_model
 from wgan.prepared import PreparedMeta, read_meta, to_uint8, training_stream
@@ -117,6 +117,19 @@ def _restore_or_start(manager: tf.train.CheckpointManager, directory: Path,
     stamp.write_text(json.dumps({"fingerprint": expected}))
 
 
+def _checkpointed_variables(tracked: dict) -> list:
+    """Every variable the checkpoint holds: models' weights, optimizer state, counters."""
+    out = []
+    for obj in tracked.values():
+        if isinstance(obj, keras.Model):
+            out.extend(obj.weights)
+        elif isinstance(obj, keras.optimizers.Optimizer):
+            out.extend(obj.variables)
+        else:
+            out.append(obj)
+    return out
+
+
 def _output_dirs(out: TrainOutputs) -> TrainOutputs:
     """Non-chief workers of a cluster write to a throwaway directory."""
     if is_chief():
@@ -128,6 +141,11 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     """Train ``params.train.variant`` on the prepared data; write models, metrics and logs."""
     # -- config -----------------------------------------------------------------------
     cfg = resolve_train(params.train)
+    # -- distribution: one strategy, global batch fixed, per-replica share derived ----
+    # First: a multi-worker strategy must exist before any TensorFlow op runs.
+    strategy = make_strategy(cfg.strategy)
+    per_replica_batch(cfg.batch, strategy)
+
     meta = read_meta(prepared_dir)
     out = _output_dirs(out)
     if not tf.config.list_physical_devices("GPU"):
@@ -135,10 +153,6 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     keras.utils.set_random_seed(params.seed)
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-
-    # -- distribution: one strategy, global batch fixed, per-replica share derived ----
-    strategy = make_strategy(cfg.strategy)
-    per_replica_batch(cfg.batch, strategy)
     z_dim = latent_dim(params.model, meta.shape)
 
     # -- models, optimizers and everything checkpointed, inside the strategy scope ----
@@ -162,6 +176,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(**tracked), str(out.checkpoints),
                                          max_to_keep=2)
     _restore_or_start(manager, out.checkpoints, fingerprint(params, meta))
+    broadcast_from_chief(strategy, _checkpointed_variables(tracked))
     start = int(step.numpy())
 
     # -- data: a deterministic stream that resumes at the example it stopped at -------
@@ -232,6 +247,9 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
                 break
     bar.close()
     wall = time.perf_counter() - t0
+    last_grid = out.progress / f"grid-{int(step.numpy()):06d}.png"
+    if not last_grid.exists():  # resumed at the last step (`dvc repro -f`): no loop ran
+        save_png(sample_grid(fixed_samples()), last_grid, scale=2)
 
     # -- save -----------------------------------------------------------------------------
     out.models.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,9 @@ class TrainingLog:
                     if int(r.split("\t")[0]) <= step]
         self.curves.parent.mkdir(parents=True, exist_ok=True)
         self.curves.write_text("\t".join(CURVE_COLUMNS) + "\n" + "".join(r + "\n" for r in rows))
+        if rows:  # a run resumed at its last step appends nothing but still reports these
+            values = rows[-1].split("\t")[1:]
+            self.last = {k: float(v) for k, v in zip(CURVE_COLUMNS[1:], values, strict=True)}
 
     def append(self, step: int, metrics: dict) -> None:
         self.pending.append((step, metrics))
