@@ -7,6 +7,7 @@ import yaml
 
 from wgan.config import (
     ParamsError,
+    dcgan_plan,
     load_params,
     parse_params,
     prepared_params,
@@ -51,6 +52,11 @@ def test_repository_params_are_valid_and_complete():
          r"model.critic_norm: 'batch' breaks the per-sample gradient penalty"),
         ({"data": {"name": "mask"}, "model": {"arch": "dcgan"}}, r"model.arch: 'dcgan' cannot"),
         ({"model": {"arch": "mlp"}}, r"model.arch: 'mlp' is for data.name 'mask'"),
+        ({"data": {"name": "mask"}, "model": {"critic_norm": "layer"}},
+         r"model.critic_norm: 'layer' applies to the dcgan critic only"),
+        ({"data": {"name": "celeba", "celeba": {"resize": 48}}},
+         r"data.celeba.resize: dcgan supports sides 4·2\^k or 7·2\^k .* got 48"),
+        ({"data": {"name": "folder", "folder": {"resize": 14}}}, r"data.folder.resize: .* got 14"),
     ],
 )
 def test_bad_params_raise_one_clear_error(raw, message):
@@ -116,3 +122,9 @@ def test_prepared_params_hold_only_what_decides_the_prepared_data():
     assert prepared_params(changed) != prepared_params(base)
     assert set(prepared_params(parse_params({"data": {"name": "cifar10"}}).data)) == {
         "name", "raw_dir", "shards"}
+
+
+@pytest.mark.parametrize("side", [16, 28, 32, 56, 64, 112, 128, 256])
+def test_every_side_the_dcgan_builds_is_a_valid_resize(side):
+    parse_params({"data": {"name": "folder", "folder": {"resize": side}}})
+    assert dcgan_plan(side)[0] in (4, 7)

@@ -38,6 +38,7 @@ __all__ = [
     "load_params",
     "parse_params",
     "prepared_params",
+    "dcgan_plan",
     "resolve_train",
     "to_dict",
 ]
@@ -274,14 +275,44 @@ def _check_variant_knobs(train: TrainConfig) -> None:
         )
 
 
+def dcgan_plan(side: int) -> tuple[int, int]:
+    """(starting side, number of 2× up/down-sampling steps) of a dcgan for ``side``.
+
+    Here because it decides which ``resize`` values are valid before prepare runs.
+    """
+    start, steps = side, 0
+    while start % 2 == 0 and start > 7:
+        start //= 2
+        steps += 1
+    if steps < 2 or start not in (4, 7):
+        raise ValueError(f"dcgan supports sides 4·2^k or 7·2^k with k ≥ 2 (16, 28, 32, 56, "
+                         f"64, 112, 128, ...), got {side}")
+    return start, steps
+
+
+def _check_model_fits_data(params: Params) -> None:
+    """Refuse data/model combinations that would only fail after prepare has run."""
+    data, model = params.data, params.model
+    if data.name == "mask" and model.arch == "dcgan":
+        raise ParamsError("model.arch: 'dcgan' cannot model 1-D masks; use 'mlp' or 'auto'")
+    if data.name != "mask" and model.arch == "mlp":
+        raise ParamsError(f"model.arch: 'mlp' is for data.name 'mask', not {data.name!r}")
+    if data.name == "mask" and model.critic_norm != "none":
+        raise ParamsError(f"model.critic_norm: {model.critic_norm!r} applies to the dcgan "
+                          "critic only; the mask (mlp) critic has no normalisation; set 'none'")
+    if data.name in ("celeba", "folder"):
+        resize = getattr(data, data.name).resize
+        try:
+            dcgan_plan(resize)
+        except ValueError as err:
+            raise ParamsError(f"data.{data.name}.resize: {err}") from None
+
+
 def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as loaded from YAML) into :class:`Params`."""
     params = _build(Params, raw, "")
     _check_variant_knobs(params.train)
-    if params.data.name == "mask" and params.model.arch == "dcgan":
-        raise ParamsError("model.arch: 'dcgan' cannot model 1-D masks; use 'mlp' or 'auto'")
-    if params.data.name != "mask" and params.model.arch == "mlp":
-        raise ParamsError(f"model.arch: 'mlp' is for data.name 'mask', not {params.data.name!r}")
+    _check_model_fits_data(params)
     if params.train.variant in ("wgan-gp", "wgan-lp") and params.model.critic_norm == "batch":
         raise ParamsError(
             "model.critic_norm: 'batch' breaks the per-sample gradient penalty of "

@@ -18,7 +18,7 @@ import dataclasses
 import keras
 from keras import layers
 
-from wgan.config import ModelConfig
+from wgan.config import ModelConfig, dcgan_plan
 
 __all__ = ["build_models", "base_channels", "latent_dim", "model_arch", "resolve_model",
            "ClipWeights"]
@@ -80,13 +80,7 @@ def _dcgan_plan(shape: tuple[int, ...]) -> tuple[int, int]:
     h, w, _ = shape
     if h != w:
         raise ValueError(f"dcgan needs square images, got {h}×{w}; set data.*.resize")
-    side, steps = h, 0
-    while side % 2 == 0 and side > 7:
-        side //= 2
-        steps += 1
-    if steps < 2 or side not in (4, 7):
-        raise ValueError(f"dcgan supports sides 4·2^k (k≥2) or 28, got {h}")
-    return side, steps
+    return dcgan_plan(h)
 
 
 def _dcgan_generator(shape, z_dim: int, base: int) -> keras.Model:
