@@ -24,6 +24,7 @@ from wgan.train import (
     TrainOutputs,
     critic_iterations,
     fingerprint,
+    first_non_finite,
     train,
 )
 
@@ -204,6 +205,14 @@ def test_checkpoint_from_other_params_is_not_resumed(tmp_path, digits, capsys):
     meta = read_meta(digits)
     assert fingerprint(_params(steps=2), meta) == fingerprint(_params(steps=9, log_every=1), meta)
     assert fingerprint(_params(), meta) != fingerprint(_params(**{"lambda": 5.0}), meta)
+
+
+def test_first_non_finite_names_the_weight():
+    _, critic = build_models(_params().model, (28, 28, 1))
+    assert first_non_finite(critic.weights) is None
+    kernel = critic.weights[2]
+    kernel.assign(tf.tensor_scatter_nd_update(kernel, [[0, 0, 0, 0]], [np.inf]))
+    assert first_non_finite(critic.weights) == kernel.path
 
 
 def test_non_finite_loss_stops_with_step_and_loss_named(tmp_path, digits):

@@ -46,7 +46,7 @@ def _say(message: str) -> None:
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or Inf; training stops and the last good checkpoint is kept."""
+    """A loss or weight became NaN or Inf; training stops, the last good checkpoint is kept."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,14 @@ def make_optimizer(train, mixed_precision: bool = False) -> keras.optimizers.Opt
     else:
         opt = keras.optimizers.RMSprop(train.lr)
     return keras.optimizers.LossScaleOptimizer(opt) if mixed_precision else opt
+
+
+def first_non_finite(variables: list) -> str | None:
+    """The path of the first variable holding a NaN or Inf, or None."""
+    for var in variables:
+        if not bool(tf.reduce_all(tf.math.is_finite(var))):
+            return var.path
+    return None
 
 
 def _restore_or_start(manager: tf.train.CheckpointManager, directory: Path,
@@ -205,6 +213,18 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
                 f"{manager.latest_checkpoint or '(none yet)'}; lower train.lr or set "
                 "train.grad_clip")
 
+    def save_checkpoint(at: int) -> None:
+        """Save only a good state: every loss so far finite, and every weight (an update
+        can overflow after a finite loss, and the next loss would come too late)."""
+        check_finite_and_log()
+        bad = first_non_finite([*generator.weights, *critic.weights])
+        if bad:
+            raise NonFiniteLossError(
+                f"step {at}: weight {bad} is not finite (the losses were); stopped without "
+                f"saving. The last good checkpoint is {manager.latest_checkpoint or '(none yet)'};"
+                " lower train.lr or set train.grad_clip")
+        manager.save(checkpoint_number=at)
+
     # -- loop ---------------------------------------------------------------------------
     t0, seen0 = time.perf_counter(), int(examples_seen.numpy())
     bar = tqdm(total=cfg.steps, initial=start, unit="step", disable=not is_chief(),
@@ -236,13 +256,11 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
             log.image(s + 1, grid)
             save_png(grid, out.progress / f"grid-{s + 1:06d}.png", scale=2)
         if (s + 1) % cfg.checkpoint_every == 0 or done:
-            check_finite_and_log()
-            manager.save(checkpoint_number=s + 1)
+            save_checkpoint(s + 1)
         if cfg.stop_when_valid and not meta.is_image and (s + 1) % cfg.check_every == 0:
             if is_valid_mask(fixed_samples()).all():
                 _say(f"step {s + 1}: every fixed-noise mask is valid; stopping early")
-                check_finite_and_log()
-                manager.save(checkpoint_number=s + 1)
+                save_checkpoint(s + 1)
                 stopped_early = True
                 break
     bar.close()
