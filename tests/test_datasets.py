@@ -467,7 +467,7 @@ def test_folder_hash_split_is_stable(tmp_path):
             Image.new("RGB", (8, 8), tuple(colour)).save(directory / name)
 
     def split_colours(directory: Path) -> dict[str, set]:
-        cfg = data_cfg(name="folder", folder={"path": str(directory), "crop": None, "resize": 4,
+        cfg = data_cfg(name="folder", folder={"path": str(directory), "crop": None, "resize": 16,
                                               "test_fraction": 0.5})
         return {s: {tuple(x[0, 0]) for x, _ in e} for s, e in consume(load_source(cfg)).items()}
 
