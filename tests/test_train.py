@@ -55,8 +55,8 @@ def _tensorboard(logdir: Path) -> tuple[dict, list[int]]:
 
 
 def test_training_writes_every_output_and_is_deterministic(tmp_path, digits):
-    first = train(_params(), digits, TrainOutputs.under(tmp_path / "a"))
-    second = train(_params(), digits, TrainOutputs.under(tmp_path / "b"))
+    first = train(_params(jit_compile=True), digits, TrainOutputs.under(tmp_path / "a"))
+    second = train(_params(jit_compile=True), digits, TrainOutputs.under(tmp_path / "b"))
     out = TrainOutputs.under(tmp_path / "a")
     for path in ("generator.keras", "critic.keras", "train_config.json"):
         assert (out.models / path).is_file()
@@ -122,7 +122,8 @@ def _cluster(workdirs: list[Path]) -> list[str]:
 
 
 def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path, digits):
-    train_cfg = {**TINY_TRAIN, "steps": 12, "checkpoint_every": 4, "sample_every": 12}
+    train_cfg = {**TINY_TRAIN, "steps": 12, "checkpoint_every": 4, "sample_every": 12,
+                 "jit_compile": True}
     runs = {}
     for name in ("straight", "killed"):
         work = tmp_path / name
