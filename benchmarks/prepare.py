@@ -20,6 +20,7 @@ import io
 import json
 import multiprocessing
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -84,8 +85,6 @@ def celeba_like(n: int) -> Path:
 
 def _child(n: int, out: str) -> None:
     """Subprocess body: prepare the set of size n into ``out``; print one JSON line."""
-    import resource
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from wgan.config import parse_params, prepared_params
     from wgan.datasets import load_source
@@ -93,10 +92,10 @@ def _child(n: int, out: str) -> None:
 
     data = parse_params({"data": {"name": "celeba",
                                   "celeba": {"path": str(WORK / f"celeba-{n}")}}}).data
-    t0, cpu0 = time.perf_counter(), _cpu_seconds(resource)
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     meta = write_prepared(load_source(data), out, data.shards, prepared_params(data))
     seconds = time.perf_counter() - t0
-    cpu = _cpu_seconds(resource) - cpu0  # the pool's workers are reaped by now
+    cpu = _cpu_seconds() - cpu0  # the pool's workers are reaped by now
     size = sum(p.stat().st_size for p in Path(out).glob("*.tfrecord.gz"))
     print(json.dumps({
         "seconds": seconds,
@@ -109,7 +108,7 @@ def _child(n: int, out: str) -> None:
     }))
 
 
-def _cpu_seconds(resource) -> float:
+def _cpu_seconds() -> float:
     """User + system CPU of this process and its reaped children (the pool workers)."""
     return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
