@@ -204,14 +204,16 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     def fixed_samples() -> np.ndarray:
         return to_uint8(sampler(fixed_z, training=False).numpy(), meta.is_image)
 
+    def stop(what: str) -> NonFiniteLossError:
+        return NonFiniteLossError(
+            f"{what}; stopped. The last good checkpoint is "
+            f"{manager.latest_checkpoint or '(none yet)'}; lower train.lr or set train.grad_clip")
+
     def check_finite_and_log() -> None:
         bad = log.flush()
         if bad:
             at, name, value = bad
-            raise NonFiniteLossError(
-                f"step {at}: {name} is {value}; stopped. The last good checkpoint is "
-                f"{manager.latest_checkpoint or '(none yet)'}; lower train.lr or set "
-                "train.grad_clip")
+            raise stop(f"step {at}: {name} is {value}")
 
     def save_checkpoint(at: int) -> None:
         """Save only a good state: every loss so far finite, and every weight (an update
@@ -219,10 +221,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
         check_finite_and_log()
         bad = first_non_finite([*generator.weights, *critic.weights])
         if bad:
-            raise NonFiniteLossError(
-                f"step {at}: weight {bad} is not finite (the losses were); stopped without "
-                f"saving. The last good checkpoint is {manager.latest_checkpoint or '(none yet)'};"
-                " lower train.lr or set train.grad_clip")
+            raise stop(f"step {at}: weight {bad} is not finite (the losses were), not saved")
         manager.save(checkpoint_number=at)
 
     # -- loop ---------------------------------------------------------------------------
