@@ -27,7 +27,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from wgan.config import FILTERS, DataConfig, parse_params
-from wgan.datasets import cifar10, download, load_source, mnist, raw_inputs
+from wgan.datasets import cifar10, download, images, load_source, mnist, raw_inputs
 from wgan.datasets.download import fetch, sha256_file
 from wgan.datasets.images import center_crop_box, usable_cpus
 from wgan.datasets.safe_pickle import UnsafePickleError, load_pickle
@@ -66,8 +66,8 @@ def mnist_arrays(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def write_mnist_idx(raw: Path) -> dict:
     arrays = mnist_arrays()
     (raw / "mnist").mkdir(parents=True)
-    for split, (images, labels) in mnist.IDX_FILES.items():
-        write_idx(raw / "mnist" / images, 2051, arrays[split][0])
+    for split, (pixels, labels) in mnist.IDX_FILES.items():
+        write_idx(raw / "mnist" / pixels, 2051, arrays[split][0])
         write_idx(raw / "mnist" / labels, 2049, arrays[split][1])
     return arrays
 
@@ -434,8 +434,9 @@ def test_folder_without_crop(tmp_path, resample):
     assert diff.mean() < 2
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
-def test_folder_photos_come_out_upright_by_their_exif_orientation(tmp_path, orientation):
+def test_folder_photos_come_out_upright_by_their_exif_orientation(tmp_path, orientation, fmt):
     """Phones store portraits sideways with an EXIF Orientation tag; viewers turn them."""
     pixels = np.zeros((32, 48, 3), np.uint8)  # stored landscape: left third dark, rest light
     pixels[:, 16:] = 230
@@ -443,18 +444,83 @@ def test_folder_photos_come_out_upright_by_their_exif_orientation(tmp_path, orie
     exif = Image.Exif()
     exif[0x0112] = orientation
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "PNG", exif=exif)
-    (tmp_path / "p.png").write_bytes(buf.getvalue())
-    cfg = data_cfg(name="folder", folder={"path": str(tmp_path), "crop": 32, "resize": 16,
+    Image.fromarray(pixels).save(buf, fmt, exif=exif)
+    (tmp_path / f"p.{fmt.lower()}").write_bytes(buf.getvalue())
+    # resize 28 of crop 32 needs the full JPEG scale (16 would decode at 1/2, other pixels)
+    cfg = data_cfg(name="folder", folder={"path": str(tmp_path), "crop": 32, "resize": 28,
                                           "test_fraction": 0.0})
     (out, _), = consume(load_source(cfg))["train"]
     upright = ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue())))
     w, h = upright.size
-    expected = np.asarray(upright.crop(center_crop_box(w, h, 32)).resize((16, 16), BICUBIC))
+    expected = np.asarray(upright.crop(center_crop_box(w, h, 32)).resize((28, 28), BICUBIC))
     assert np.abs(out.astype(int) - expected).max() <= 1
     if orientation != 1:  # the test can tell: the stored orientation looks different
-        stored = reference(buf.getvalue(), box=center_crop_box(48, 32, 32), size=16)
+        stored = reference(buf.getvalue(), box=center_crop_box(48, 32, 32), size=28)
         assert np.abs(stored.astype(int) - expected).max() > 100
+
+
+def jpeg(img: Image.Image, **options) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **options)
+    return buf.getvalue()
+
+
+PLAIN_JPEGS = {  # name: (bytes, crop); every one decodes at full scale
+    "420": (jpeg(photo(1), quality=90), 108),
+    "422": (jpeg(photo(2), quality=90, subsampling=1), 108),
+    "444": (jpeg(photo(3), quality=95, subsampling=0), 108),
+    "progressive": (jpeg(photo(4), quality=75, progressive=True), 108),
+    "grey": (jpeg(photo(5).convert("L")), 108),
+    "odd-margins": (jpeg(photo(6, (177, 219))), 100),
+    "no-crop": (jpeg(photo(7, (120, 90))), None),
+}
+
+
+@pytest.mark.parametrize("name", PLAIN_JPEGS)
+def test_plain_jpegs_skip_pillow_with_pillows_pixels(name):
+    """Plain JPEGs decode through libjpeg-turbo directly (no Pillow header parser): the
+    sample must be byte-identical to Pillow's decode + crop + resize."""
+    data, crop = PLAIN_JPEGS[name]
+    recipe = images._Recipe("", False, crop, 64, BICUBIC)
+    sample = images._plain_jpeg_sample(data, recipe)
+    assert isinstance(sample, bytes)  # the fast path took it
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    box = center_crop_box(*img.size, crop) if crop else None
+    expected = reference(encoded(img, "PNG"), box=box)  # lossless: Pillow's decoded pixels
+    np.testing.assert_array_equal(np.frombuffer(sample, np.uint8).reshape(64, 64, 3), expected)
+
+
+def with_exif(data: bytes) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return jpeg(Image.open(io.BytesIO(data)), exif=exif)
+
+
+@pytest.mark.parametrize("name, data, crop", [
+    ("exif", with_exif(PLAIN_JPEGS["420"][0]), 108),
+    ("cmyk", jpeg(photo(1).convert("CMYK")), 108),
+    ("scaled decode", jpeg(photo(1)), None),  # 178x218 -> 64: Pillow drafts at 1/2
+    ("truncated", PLAIN_JPEGS["420"][0][:3000], 108),
+    ("png", encoded(photo(1), "PNG"), 108),
+])
+def test_other_images_take_the_pillow_path(name, data, crop):
+    assert images._plain_jpeg_sample(data, images._Recipe("", False, crop, 64, BICUBIC)) is None
+
+
+def test_huge_jpegs_are_left_to_pillows_bomb_check(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 178 * 218 - 1)
+    recipe = images._Recipe("", False, 108, 64, BICUBIC)
+    assert images._plain_jpeg_sample(PLAIN_JPEGS["420"][0], recipe) is None
+
+
+def test_full_scale_agrees_with_pillows_draft():
+    for w, h in [(64, 64), (127, 300), (128, 128), (178, 218), (255, 256), (513, 129)]:
+        data = jpeg(Image.new("RGB", (w, h)))
+        for want in [(32, 32), (64, 64), (64, 100), (106, 130), (200, 50)]:
+            img = Image.open(io.BytesIO(data))
+            drafted = img.draft(None, want)
+            pillow_full = drafted is None or drafted[1][2] == w
+            assert images._full_scale(w, h, want) == pillow_full, (w, h, want)
 
 
 def test_folder_hash_split_is_stable(tmp_path):
