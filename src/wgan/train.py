@@ -38,6 +38,7 @@ __all__ = ["TrainOutputs", "NonFiniteLossError", "train", "critic_iterations", "
 # with other values of these can still be resumed.
 _COSMETIC = ("steps", "log_every", "sample_every", "checkpoint_every", "check_every",
              "stop_when_valid", "strategy")
+_GRIDS = "grids"  # the run's fixed-noise grids, kept in its checkpoint directory
 
 
 def _say(message: str) -> None:
@@ -121,8 +122,30 @@ def _restore_or_start(manager: tf.train.CheckpointManager, directory: Path,
             for file in Path(path).parent.glob(Path(path).name + ".*"):
                 file.unlink()
         (directory / "checkpoint").unlink(missing_ok=True)
+    shutil.rmtree(directory / _GRIDS, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"fingerprint": expected}))
+
+
+def _grids_since_checkpoint(directory: Path, step: int) -> None:
+    """Drop grids drawn after the checkpoint a run resumes from (the loop redraws them)."""
+    for grid in (directory / _GRIDS).glob("grid-*.png"):
+        if int(grid.stem.removeprefix("grid-")) > step:
+            grid.unlink()
+
+
+def _publish_progress(grids: Path, progress: Path) -> None:
+    """Copy every grid of the run, resumed parts included, to ``progress`` and animate them.
+
+    Grids live beside the checkpoints (kept across runs) because DVC empties the stage's
+    cached ``reports/train`` before each run, which would cut a resumed run's GIF short.
+    """
+    progress.mkdir(parents=True, exist_ok=True)
+    for stale in progress.glob("grid-*.png"):
+        stale.unlink()
+    for grid in sorted(grids.glob("grid-*.png")):
+        shutil.copyfile(grid, progress / grid.name)
+    save_gif(sorted(progress.glob("grid-*.png")), progress / "progress.gif")
 
 
 def _checkpointed_variables(tracked: dict) -> list:
@@ -186,6 +209,8 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     _restore_or_start(manager, out.checkpoints, fingerprint(params, meta))
     broadcast_from_chief(strategy, _checkpointed_variables(tracked))
     start = int(step.numpy())
+    _grids_since_checkpoint(out.checkpoints, start)
+    grids = out.checkpoints / _GRIDS
 
     # -- data: a deterministic stream that resumes at the example it stopped at -------
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -253,7 +278,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
         if (s + 1) % cfg.sample_every == 0 or done:
             grid = sample_grid(fixed_samples())
             log.image(s + 1, grid)
-            save_png(grid, out.progress / f"grid-{s + 1:06d}.png", scale=2)
+            save_png(grid, grids / f"grid-{s + 1:06d}.png", scale=2)
         if (s + 1) % cfg.checkpoint_every == 0 or done:
             save_checkpoint(s + 1)
         if cfg.stop_when_valid and not meta.is_image and (s + 1) % cfg.check_every == 0:
@@ -264,7 +289,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
                 break
     bar.close()
     wall = time.perf_counter() - t0
-    last_grid = out.progress / f"grid-{int(step.numpy()):06d}.png"
+    last_grid = grids / f"grid-{int(step.numpy()):06d}.png"
     if not last_grid.exists():  # resumed at the last step (`dvc repro -f`): no loop ran
         save_png(sample_grid(fixed_samples()), last_grid, scale=2)
 
@@ -275,8 +300,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     resolved = {**to_dict(params), "model": to_dict(resolve_model(params.model, meta.shape)),
                 "train": to_dict(cfg)}
     (out.models / "train_config.json").write_text(json.dumps(resolved, indent=2))
-    grids = sorted(out.progress.glob("grid-*.png"))
-    save_gif(grids, out.progress / "progress.gif")
+    _publish_progress(grids, out.progress)
     last = log.last_values()
     summary = {
         "variant": cfg.variant,
