@@ -507,6 +507,26 @@ def test_other_images_take_the_pillow_path(name, data, crop):
     assert images._plain_jpeg_sample(data, images._Recipe("", False, crop, 64, BICUBIC)) is None
 
 
+def test_corrupt_jpegs_never_raise_and_agree_with_pillow_when_accepted():
+    """Untrusted bytes: randomly damaged JPEGs either go to Pillow (None), are refused with
+    a reason, or decode to exactly what the Pillow path gives for the same bytes."""
+    rng = np.random.default_rng(0)
+    data = PLAIN_JPEGS["420"][0]
+    recipe = images._Recipe("", False, 108, 64, BICUBIC)
+    accepted = 0
+    for i in range(400):
+        damaged = bytearray(data)
+        for pos in rng.integers(0, 700 if i % 2 else len(data), rng.integers(1, 20)):
+            damaged[pos] = rng.integers(0, 256)
+        damaged = bytes(damaged[: rng.integers(3, len(data))] if i % 5 == 0 else damaged)
+        sample = images._plain_jpeg_sample(damaged, recipe)
+        if isinstance(sample, bytes):
+            accepted += 1
+            with Image.open(io.BytesIO(damaged)) as img:
+                assert images._crop_resize(img, recipe) == sample, i
+    assert accepted > 0  # some damage (inside the entropy-coded data) goes unnoticed
+
+
 def test_huge_jpegs_are_left_to_pillows_bomb_check(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 178 * 218 - 1)
     recipe = images._Recipe("", False, 108, 64, BICUBIC)
