@@ -9,7 +9,8 @@ Each benchmark runs in its own subprocess (TensorFlow state such as op determini
 which ``train_steps`` switches on like training does, cannot be undone); ``--quick``
 runs them all in one process, ``train_steps`` last. Results are merged by figure id
 into the JSON file, so re-running one benchmark keeps the others' figures, each with
-the date and load it was measured under. Benchmarks are not tests: nothing here
+the date and load it was measured under, and drops the figures of that benchmark it no
+longer produces. Benchmarks are not tests: nothing here
 fails on a missed target; the tables say which targets are met.
 """
 
@@ -34,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 MODULES = ["prepare", "evaluation", "dvc_pipeline", "train_steps", "input_pipeline"]
 SINGLE_PROCESS_ORDER = ["prepare", "evaluation", "dvc_pipeline", "input_pipeline", "train_steps"]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+SIZES = ("quick", "default", "full")  # each size produces every figure of the smaller ones
 
 
 def _run_module(name: str, size: str, results: dict) -> list[dict]:
@@ -50,6 +52,24 @@ def _load(path: Path) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     return {"machine": {}, "figures": {}}
+
+
+def merge(stored: dict[str, dict], module: str, size: str, emitted: list[dict],
+          stamp: str) -> list[str]:
+    """Store ``emitted`` by id, and drop ``module``'s figures that this run should have
+    produced again but did not (a renamed or removed figure), so no stale figure stays
+    in the tables. A default run keeps the figures only ``--full`` produces. Returns
+    the dropped ids."""
+    for fig in emitted:
+        fig.update(measured_at=stamp, module=module, size=size)
+    fresh = {fig["id"] for fig in emitted}
+    covered = SIZES[: SIZES.index(size) + 1]
+    dropped = [key for key, fig in stored.items() if fig["module"] == module
+               and fig["size"] in covered and key not in fresh]
+    for key in dropped:
+        del stored[key]
+    stored.update((fig["id"], fig) for fig in emitted)
+    return dropped
 
 
 def _child(name: str, size: str, results_path: Path, emit: Path) -> None:
@@ -200,10 +220,9 @@ def main() -> None:
             subprocess.run(cmd, check=True)
             figures = json.loads(emit.read_text())
             emit.unlink()
-        stamp = time.strftime("%Y-%m-%d %H:%M")
+        for key in merge(results["figures"], name, size, figures, time.strftime("%Y-%m-%d %H:%M")):
+            print(f"   {key}: no longer produced; dropped", flush=True)
         for fig in figures:
-            fig["measured_at"] = stamp
-            results["figures"][fig["id"]] = fig
             print(f"   {fig['id']}: {fig['value']} {fig['unit']}"
                   f"{'' if fig['meets'] is None else ' meets' if fig['meets'] else ' MISSES'}"
                   f" {fig['target']} (load {fig['load']})", flush=True)

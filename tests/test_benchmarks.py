@@ -4,6 +4,7 @@ Benchmarks are not timed tests; only that they run and report is checked, so non
 them rots. Everything they generate goes to a temporary directory.
 """
 
+import importlib.util
 import json
 import math
 import os
@@ -35,6 +36,32 @@ def test_every_benchmark_runs_quick_and_reports(tmp_path):
         assert fig["unit"] and fig["what"] and "--quick" in fig["command"]
         assert fig["meets"] in (True, False, None)
         assert fig["load"] is None or fig["load"] >= 0
+        assert fig["size"] == "quick" and fig["module"] in fig["command"]
     table = markdown.read_text()
     assert "<!-- results:start -->" in table and "| Figure |" in table
     assert results["machine"]["tensorflow"] in table
+
+
+def _run_module():
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks/run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_merge_drops_the_figures_a_run_no_longer_produces():
+    merge = _run_module().merge
+    stored = {key: {"id": key, "module": module, "size": size, "value": 1}
+              for key, module, size in [("kept", "prepare", "default"),
+                                        ("renamed", "prepare", "default"),
+                                        ("quick", "prepare", "quick"),
+                                        ("full-only", "prepare", "full"),
+                                        ("other", "evaluation", "default")]}
+    emitted = [{"id": "kept", "value": 2}, {"id": "new", "value": 3}]
+    assert sorted(merge(stored, "prepare", "default", emitted, "t1")) == ["quick", "renamed"]
+    assert sorted(stored) == ["full-only", "kept", "new", "other"]  # a default run keeps full-only
+    assert stored["kept"] == {"id": "kept", "value": 2, "measured_at": "t1",
+                              "module": "prepare", "size": "default"}
+    assert merge(stored, "prepare", "full", [{"id": "kept", "value": 4}], "t2") == [
+        "full-only", "new"]
+    assert sorted(stored) == ["kept", "other"]
