@@ -64,8 +64,8 @@ def merge(stored: dict[str, dict], module: str, size: str, emitted: list[dict],
         fig.update(measured_at=stamp, module=module, size=size)
     fresh = {fig["id"] for fig in emitted}
     covered = SIZES[: SIZES.index(size) + 1]
-    dropped = [key for key, fig in stored.items() if fig["module"] == module
-               and fig["size"] in covered and key not in fresh]
+    dropped = [key for key, fig in stored.items() if fig.get("module") == module
+               and fig.get("size") in covered and key not in fresh]  # untagged: kept
     for key in dropped:
         del stored[key]
     stored.update((fig["id"], fig) for fig in emitted)

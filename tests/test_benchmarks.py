@@ -57,11 +57,12 @@ def test_merge_drops_the_figures_a_run_no_longer_produces():
                                         ("quick", "prepare", "quick"),
                                         ("full-only", "prepare", "full"),
                                         ("other", "evaluation", "default")]}
+    stored["untagged"] = {"id": "untagged", "value": 1}  # from a results file before tags
     emitted = [{"id": "kept", "value": 2}, {"id": "new", "value": 3}]
     assert sorted(merge(stored, "prepare", "default", emitted, "t1")) == ["quick", "renamed"]
-    assert sorted(stored) == ["full-only", "kept", "new", "other"]  # a default run keeps full-only
+    assert sorted(stored) == ["full-only", "kept", "new", "other", "untagged"]  # keeps full-only
     assert stored["kept"] == {"id": "kept", "value": 2, "measured_at": "t1",
                               "module": "prepare", "size": "default"}
     assert merge(stored, "prepare", "full", [{"id": "kept", "value": 4}], "t2") == [
         "full-only", "new"]
-    assert sorted(stored) == ["kept", "other"]
+    assert sorted(stored) == ["kept", "other", "untagged"]

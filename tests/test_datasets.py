@@ -496,8 +496,30 @@ def with_exif(data: bytes) -> bytes:
     return jpeg(Image.open(io.BytesIO(data)), exif=exif)
 
 
+def with_segment(data: bytes, marker: int, payload: bytes) -> bytes:
+    """``data`` with one more header segment right after the start-of-image marker."""
+    return data[:2] + bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload \
+        + data[2:]
+
+
+XMP_TURNED = b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta><rdf:RDF><rdf:Description>" \
+    b"<tiff:Orientation>6</tiff:Orientation></rdf:Description></rdf:RDF></x:xmpmeta>"
+
+
+def test_pillow_turns_by_xmp_orientation_too():
+    """Why XMP goes to Pillow: without EXIF, Pillow takes the orientation from XMP."""
+    data = with_segment(PLAIN_JPEGS["420"][0], 0xE1, XMP_TURNED)
+    assert images._upright(Image.open(io.BytesIO(data))) == Image.Transpose.ROTATE_270
+
+
 @pytest.mark.parametrize("name, data, crop", [
     ("exif", with_exif(PLAIN_JPEGS["420"][0]), 108),
+    ("xmp", with_segment(PLAIN_JPEGS["420"][0], 0xE1, XMP_TURNED), 108),
+    ("multi-picture", with_segment(PLAIN_JPEGS["420"][0], 0xE2, b"MPF\0MM\0*"), 108),
+    # Pillow's parser refuses these (libjpeg-turbo would not): they must stay refused
+    ("short JFIF", with_segment(PLAIN_JPEGS["grey"][0][:2] + PLAIN_JPEGS["grey"][0][20:],
+                                0xE0, b"JFIF\0"), 108),
+    ("short Adobe", with_segment(PLAIN_JPEGS["420"][0], 0xEE, b"Adobe"), 108),
     ("cmyk", jpeg(photo(1).convert("CMYK")), 108),
     ("scaled decode", jpeg(photo(1)), None),  # 178x218 -> 64: Pillow drafts at 1/2
     ("truncated", PLAIN_JPEGS["420"][0][:3000], 108),

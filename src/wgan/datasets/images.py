@@ -140,31 +140,37 @@ def _crop_resize(img: Image.Image, recipe: _Recipe) -> bytes | str:
     return (small if turn is None else small.transpose(turn)).tobytes()
 
 
-def _exif_free(data: bytes) -> bool:
-    """Whether a JPEG's header segments reach the scan without an EXIF block (False
-    also when the segments cannot be walked: the caller then takes the careful path)."""
+def _plain_header(data: bytes) -> bool:
+    """Whether a JPEG's header segments, walked up to the scan, hold nothing that Pillow
+    reads differently from libjpeg-turbo: no APP1 (EXIF or XMP, either can turn the
+    picture), no MPF (multi-picture) block, no JFIF or Adobe block too short for Pillow's
+    parser (which refuses such files). False also when the walk fails."""
     pos = 2
     while pos + 4 <= len(data) and data[pos] == 0xFF:
-        marker = data[pos + 1]
+        marker, size = data[pos + 1], int.from_bytes(data[pos + 2:pos + 4], "big")
+        payload = data[pos + 4:pos + 2 + size]
         if marker == 0xDA:  # start of scan: no more header segments
             return True
-        if marker == 0xE1 and data[pos + 4:pos + 10] == b"Exif\0\0":
+        if marker == 0xE1 or (marker == 0xE2 and payload.startswith(b"MPF\0")):
             return False
-        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker in (0xE0, 0xEE) and payload.startswith((b"JFIF", b"Adobe")) \
+                and len(payload) < 7:
+            return False
+        pos += 2 + size
     return False
 
 
 def _plain_jpeg_sample(data: bytes, recipe: _Recipe) -> bytes | str | None:
-    """The sample of a plain JPEG (YCbCr or grey, no EXIF, decoded at full scale) through
-    libjpeg-turbo directly, or None to take the Pillow path.
+    """The sample of a plain JPEG (YCbCr or grey, a plain header, decoded at full scale)
+    through libjpeg-turbo directly, or None to take the Pillow path.
 
     Pillow bundles the same libjpeg-turbo with the same defaults, so the pixels are
     identical (tested), but its Python header parser and tile loop add ~30% to the CPU
-    per CelebA image. Anything else (EXIF orientation, CMYK, scaled decoding, sizes
+    per CelebA image. Anything else (EXIF or XMP metadata, CMYK, scaled decoding, sizes
     Pillow's bomb check would judge, any decoder complaint) goes to Pillow, which
     also reports bad files.
     """
-    if not (data.startswith(b"\xff\xd8\xff") and _exif_free(data)):
+    if not (data.startswith(b"\xff\xd8\xff") and _plain_header(data)):
         return None
     try:
         h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
