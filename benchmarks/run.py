@@ -10,8 +10,8 @@ which ``train_steps`` switches on like training does, cannot be undone); ``--qui
 runs them all in one process, ``train_steps`` last. Results are merged by figure id
 into the JSON file, so re-running one benchmark keeps the others' figures, each with
 the date and load it was measured under, and drops the figures of that benchmark it no
-longer produces. Benchmarks are not tests: nothing here
-fails on a missed target; the tables say which targets are met.
+longer produces. Benchmarks are not tests: nothing here fails on a missed target; the
+tables say which targets are met.
 """
 
 from __future__ import annotations

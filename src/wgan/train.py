@@ -127,9 +127,9 @@ def _restore_or_start(manager: tf.train.CheckpointManager, directory: Path,
     stamp.write_text(json.dumps({"fingerprint": expected}))
 
 
-def _grids_since_checkpoint(directory: Path, step: int) -> None:
+def _grids_since_checkpoint(grids: Path, step: int) -> None:
     """Drop grids drawn after the checkpoint a run resumes from (the loop redraws them)."""
-    for grid in (directory / _GRIDS).glob("grid-*.png"):
+    for grid in grids.glob("grid-*.png"):
         if int(grid.stem.removeprefix("grid-")) > step:
             grid.unlink()
 
@@ -143,9 +143,9 @@ def _publish_progress(grids: Path, progress: Path) -> None:
     progress.mkdir(parents=True, exist_ok=True)
     for stale in progress.glob("grid-*.png"):
         stale.unlink()
-    for grid in sorted(grids.glob("grid-*.png")):
-        shutil.copyfile(grid, progress / grid.name)
-    save_gif(sorted(progress.glob("grid-*.png")), progress / "progress.gif")
+    frames = [Path(shutil.copyfile(grid, progress / grid.name))
+              for grid in sorted(grids.glob("grid-*.png"))]
+    save_gif(frames, progress / "progress.gif")
 
 
 def _checkpointed_variables(tracked: dict) -> list:
@@ -209,8 +209,8 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     _restore_or_start(manager, out.checkpoints, fingerprint(params, meta))
     broadcast_from_chief(strategy, _checkpointed_variables(tracked))
     start = int(step.numpy())
-    _grids_since_checkpoint(out.checkpoints, start)
     grids = out.checkpoints / _GRIDS
+    _grids_since_checkpoint(grids, start)
 
     # -- data: a deterministic stream that resumes at the example it stopped at -------
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
