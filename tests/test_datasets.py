@@ -313,9 +313,9 @@ def photo(seed: int, size=(178, 218)) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (7, 6, 3), dtype=np.uint8)).resize(size, BICUBIC)
 
 
-def encoded(img: Image.Image, fmt: str) -> bytes:
+def encoded(img: Image.Image, fmt: str, **options) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, fmt)
+    img.save(buf, fmt, **options)
     return buf.getvalue()
 
 
@@ -459,20 +459,14 @@ def test_folder_photos_come_out_upright_by_their_exif_orientation(tmp_path, orie
         assert np.abs(stored.astype(int) - expected).max() > 100
 
 
-def jpeg(img: Image.Image, **options) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", **options)
-    return buf.getvalue()
-
-
 PLAIN_JPEGS = {  # name: (bytes, crop); every one decodes at full scale
-    "420": (jpeg(photo(1), quality=90), 108),
-    "422": (jpeg(photo(2), quality=90, subsampling=1), 108),
-    "444": (jpeg(photo(3), quality=95, subsampling=0), 108),
-    "progressive": (jpeg(photo(4), quality=75, progressive=True), 108),
-    "grey": (jpeg(photo(5).convert("L")), 108),
-    "odd-margins": (jpeg(photo(6, (177, 219))), 100),
-    "no-crop": (jpeg(photo(7, (120, 90))), None),
+    "420": (encoded(photo(1), "JPEG", quality=90), 108),
+    "422": (encoded(photo(2), "JPEG", quality=90, subsampling=1), 108),
+    "444": (encoded(photo(3), "JPEG", quality=95, subsampling=0), 108),
+    "progressive": (encoded(photo(4), "JPEG", quality=75, progressive=True), 108),
+    "grey": (encoded(photo(5).convert("L"), "JPEG"), 108),
+    "odd-margins": (encoded(photo(6, (177, 219)), "JPEG"), 100),
+    "no-crop": (encoded(photo(7, (120, 90)), "JPEG"), None),
 }
 
 
@@ -493,7 +487,7 @@ def test_plain_jpegs_skip_pillow_with_pillows_pixels(name):
 def with_exif(data: bytes) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6
-    return jpeg(Image.open(io.BytesIO(data)), exif=exif)
+    return encoded(Image.open(io.BytesIO(data)), "JPEG", exif=exif)
 
 
 def with_segment(data: bytes, marker: int, payload: bytes) -> bytes:
@@ -520,8 +514,8 @@ def test_pillow_turns_by_xmp_orientation_too():
     ("short JFIF", with_segment(PLAIN_JPEGS["grey"][0][:2] + PLAIN_JPEGS["grey"][0][20:],
                                 0xE0, b"JFIF\0"), 108),
     ("short Adobe", with_segment(PLAIN_JPEGS["420"][0], 0xEE, b"Adobe"), 108),
-    ("cmyk", jpeg(photo(1).convert("CMYK")), 108),
-    ("scaled decode", jpeg(photo(1)), None),  # 178x218 -> 64: Pillow drafts at 1/2
+    ("cmyk", encoded(photo(1).convert("CMYK"), "JPEG"), 108),
+    ("scaled decode", encoded(photo(1), "JPEG"), None),  # 178x218 -> 64: Pillow drafts at 1/2
     ("truncated", PLAIN_JPEGS["420"][0][:3000], 108),
     ("png", encoded(photo(1), "PNG"), 108),
 ])
@@ -557,7 +551,7 @@ def test_huge_jpegs_are_left_to_pillows_bomb_check(monkeypatch):
 
 def test_full_scale_agrees_with_pillows_draft():
     for w, h in [(64, 64), (127, 300), (128, 128), (178, 218), (255, 256), (513, 129)]:
-        data = jpeg(Image.new("RGB", (w, h)))
+        data = encoded(Image.new("RGB", (w, h)), "JPEG")
         for want in [(32, 32), (64, 64), (64, 100), (106, 130), (200, 50)]:
             img = Image.open(io.BytesIO(data))
             drafted = img.draft(None, want)

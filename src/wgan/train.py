@@ -290,7 +290,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     bar.close()
     wall = time.perf_counter() - t0
     last_grid = grids / f"grid-{int(step.numpy()):06d}.png"
-    if not last_grid.exists():  # resumed at the last step (`dvc repro -f`): no loop ran
+    if not last_grid.exists():  # stopped early between grids, or a run from before grids/
         save_png(sample_grid(fixed_samples()), last_grid, scale=2)
 
     # -- save -----------------------------------------------------------------------------
