@@ -70,7 +70,7 @@ def _build(shape, model: dict, variant: str, xla: bool, batch: int):
     cfg = resolve_train(params.train)
     keras.utils.set_random_seed(0)
     strategy = tf.distribute.get_strategy()
-    generator, critic = build_models(params.model, shape, cfg.clip)
+    generator, critic = build_models(params.model, shape, cfg.clip, xla=xla)  # as training does
     g_opt, c_opt = make_optimizer(cfg), make_optimizer(cfg)
     g_opt.build(generator.trainable_variables)
     c_opt.build(critic.trainable_variables)

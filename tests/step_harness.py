@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from wgan.config import parse_params, resolve_train
 from wgan.models import build_models, latent_dim
-from wgan.steps import make_train_steps
+from wgan.steps import compiles_with_xla, make_train_steps
 from wgan.train import make_optimizer
 
 SHAPE = (28, 28, 1)
@@ -30,13 +30,18 @@ def tiny_params(variant: str, **train):
     })
 
 
-def run_steps(strategy, variant: str, k: int = 2, **train) -> tuple[dict, dict]:
-    """Weights {"critic": [...], "generator": [...]} and the last step's metrics."""
+def run_steps(strategy, variant: str, k: int = 2, stock_layers: bool = False,
+              **train) -> tuple[dict, dict]:
+    """Weights {"critic": [...], "generator": [...]} and the last step's metrics.
+
+    The models are built as training builds them, or with stock Keras layers only.
+    """
     params = tiny_params(variant, **train)
     cfg = resolve_train(params.train)
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        generator, critic = build_models(params.model, SHAPE, cfg.clip)
+        generator, critic = build_models(params.model, SHAPE, cfg.clip,
+                                         xla=compiles_with_xla(cfg, strategy) and not stock_layers)
         g_opt, c_opt = make_optimizer(cfg), make_optimizer(cfg)
         g_opt.build(generator.trainable_variables)
         c_opt.build(critic.trainable_variables)

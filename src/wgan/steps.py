@@ -33,7 +33,7 @@ from wgan.distribution import global_noise
 from wgan.losses import get_loss
 from wgan.penalties import get_penalty, interpolates, perturbed
 
-__all__ = ["VARIANT_PARTS", "TrainSteps", "make_train_steps"]
+__all__ = ["VARIANT_PARTS", "TrainSteps", "make_train_steps", "compiles_with_xla"]
 
 # Layers whose input gradient depends on the weights but not (a.e.) on the activations.
 _PIECEWISE_LINEAR = (keras.layers.InputLayer, keras.layers.Conv2D, keras.layers.Dense,
@@ -73,6 +73,15 @@ def _piecewise_linear(model: keras.Model) -> bool:
                and getattr(layer, "activation", linear) is linear for layer in _layers(model))
 
 
+def compiles_with_xla(train: TrainConfig, strategy: tf.distribute.Strategy) -> bool:
+    """Whether :func:`make_train_steps` compiles the whole step with XLA.
+
+    Only on one replica: with several, the synchronised BatchNorm all-reduce cannot sit
+    inside an XLA cluster, so the step stays uncompiled.
+    """
+    return train.jit_compile and strategy.num_replicas_in_sync == 1
+
+
 def make_train_steps(
     strategy: tf.distribute.Strategy,
     generator: keras.Model,
@@ -89,10 +98,7 @@ def make_train_steps(
     batch = train.batch
     weight = train.penalty_weight or 0.0
     perturb = train.variant == "wgan-lp" and train.lp_sampling == "perturb"
-    # XLA compiles the whole step on one replica. With several replicas the synchronised
-    # BatchNorm all-reduce cannot sit inside an XLA cluster, so the step stays uncompiled.
-    step_function = (tf.function(jit_compile=True)
-                     if train.jit_compile and strategy.num_replicas_in_sync == 1
+    step_function = (tf.function(jit_compile=True) if compiles_with_xla(train, strategy)
                      else tf.function)
     off_tape = penalty_name != "none" and _piecewise_linear(critic)
 

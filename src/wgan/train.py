@@ -22,12 +22,13 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from wgan.block_conv import with_stock_layers
 from wgan.config import Params, resolve_train, to_dict
 from wgan.distribution import broadcast_from_chief, is_chief, make_strategy, per_replica_batch
 from wgan.metrics.masks import is_valid_mask
 from wgan.models import build_models, latent_dim, resolve_model
 from wgan.prepared import PreparedMeta, read_meta, to_uint8, training_stream
-from wgan.steps import make_train_steps
+from wgan.steps import compiles_with_xla, make_train_steps
 from wgan.training_log import TrainingLog
 from wgan.visualize import sample_grid, save_gif, save_png
 
@@ -188,7 +189,8 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
 
     # -- models, optimizers and everything checkpointed, inside the strategy scope ----
     with strategy.scope():
-        generator, critic = build_models(params.model, meta.shape, cfg.clip)
+        generator, critic = build_models(params.model, meta.shape, cfg.clip,
+                                         xla=compiles_with_xla(cfg, strategy))
         g_opt = make_optimizer(cfg, cfg.mixed_precision)
         c_opt = make_optimizer(cfg, cfg.mixed_precision)
         # Keras 3 builds optimizer slots lazily, which fails inside a distributed tf.function.
@@ -295,8 +297,8 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
 
     # -- save -----------------------------------------------------------------------------
     out.models.mkdir(parents=True, exist_ok=True)
-    sampler.save(out.models / "generator.keras")
-    critic.save(out.models / "critic.keras")
+    with_stock_layers(sampler).save(out.models / "generator.keras")
+    with_stock_layers(critic).save(out.models / "critic.keras")
     resolved = {**to_dict(params), "model": to_dict(resolve_model(params.model, meta.shape)),
                 "train": to_dict(cfg)}
     (out.models / "train_config.json").write_text(json.dumps(resolved, indent=2))
