@@ -36,6 +36,8 @@ from wgan.penalties import get_penalty, interpolates, perturbed
 __all__ = ["VARIANT_PARTS", "TrainSteps", "make_train_steps", "compiles_with_xla"]
 
 # Layers whose input gradient depends on the weights but not (a.e.) on the activations.
+# Their ops must take the weight tensors as they are (no reshape inside the layer), or the
+# off-tape penalty loses that weight's gradient; wgan.block_conv's subclasses comply.
 _PIECEWISE_LINEAR = (keras.layers.InputLayer, keras.layers.Conv2D, keras.layers.Dense,
                      keras.layers.LeakyReLU, keras.layers.ReLU, keras.layers.Flatten,
                      keras.layers.Reshape)
