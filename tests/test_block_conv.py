@@ -13,7 +13,7 @@ from wgan.block_conv import (
     with_stock_layers,
 )
 from wgan.config import parse_params
-from wgan.models import build_models
+from wgan.models import ClipWeights, build_models
 
 
 def _close(a, b):
@@ -117,3 +117,13 @@ def test_saved_models_have_stock_layers_and_the_same_outputs(tmp_path):
         assert not any(isinstance(la, (BlockConv2D, BlockConv2DTranspose))
                        for la in loaded.layers)
         _close(loaded(x, training=False), model(x, training=False))
+
+
+def test_a_clipped_critic_converts_saves_and_loads_with_its_clip(tmp_path):
+    # wgan's critic carries ClipWeights constraints through the conversion and the file.
+    _, critic = build_models(parse_params({}).model, (28, 28, 1), clip=0.01, xla=True)
+    with_stock_layers(critic).save(tmp_path / "critic.keras")
+    loaded = keras.models.load_model(tmp_path / "critic.keras", compile=False)
+    conv = loaded.layers[1]
+    assert type(conv) is keras.layers.Conv2D
+    assert isinstance(conv.kernel_constraint, ClipWeights) and conv.kernel_constraint.clip == 0.01

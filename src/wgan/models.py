@@ -37,10 +37,12 @@ def latent_dim(config: ModelConfig, shape: tuple[int, ...]) -> int:
     return 100 if model_arch(config, shape) == "dcgan" else 1000
 
 
+@keras.saving.register_keras_serializable(package="wgan")
 class ClipWeights(keras.constraints.Constraint):
     """WGAN weight clipping to [-c, c], applied by the optimizer after every update.
 
-    Not the optimizer's ``clipvalue``, which clips gradients.
+    Not the optimizer's ``clipvalue``, which clips gradients. Registered, so a layer
+    config holding it round-trips (``with_stock_layers``, loading ``critic.keras``).
     """
 
     def __init__(self, clip: float):
