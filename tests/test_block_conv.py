@@ -86,6 +86,8 @@ def test_block_layers_refuse_what_they_do_not_compute():
         BlockConv2D(8, 3, 2, padding="same")
     with pytest.raises(ValueError, match="SAME 4×4 stride-2"):
         BlockConv2DTranspose(8, 4, 1, padding="same")
+    with pytest.raises(ValueError, match="SAME 4×4 stride-2"):
+        BlockConv2DTranspose(8, 4, 2, padding="same", output_padding=1)
     with pytest.raises(ValueError, match="even image sides, got 7×8"):
         block_conv2d(tf.zeros([1, 7, 8, 1]), tf.zeros([4, 4, 1, 2]))
 

@@ -13,6 +13,7 @@ import tensorflow as tf
 from conftest import free_port
 from step_harness import run_steps, tiny_params
 
+import wgan.steps as steps_module
 from wgan.config import parse_params, resolve_train
 from wgan.models import build_models, resolve_model
 from wgan.steps import VARIANT_PARTS, make_train_steps
@@ -50,6 +51,21 @@ def test_xla_step_with_block_convs_matches_stock_layers(variant):
     assert _max_diff(blocks, stock) < 1e-5
     for name in m1:
         assert m1[name] == pytest.approx(m2[name], rel=1e-4, abs=1e-6), name
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_off_tape_penalty_matches_the_plain_path(policy, monkeypatch):
+    # The penalty's forward pass runs off the outer tape only where that gives the same
+    # gradient; under mixed precision the layers' float16 weight casts would be unseen.
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        mixed = policy != "float32"
+        default, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp", mixed_precision=mixed)
+        monkeypatch.setattr(steps_module, "_piecewise_linear", lambda model: False)
+        plain, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp", mixed_precision=mixed)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert _max_diff(default, plain) < 1e-5
 
 
 def test_grad_clip_is_global_over_replicas():

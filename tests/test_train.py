@@ -86,6 +86,20 @@ def test_training_writes_every_output_and_is_deterministic(tmp_path, digits):
         tmp_path / "b/metrics/train_curves.tsv").read_text()
 
 
+def test_wgan_under_xla_saves_stock_layers_with_their_clip(tmp_path, digits):
+    # Grey images under XLA train block convolutions (wgan.block_conv); the saved files
+    # hold the stock Keras layers, and the critic keeps its weight clipping.
+    out = TrainOutputs.under(tmp_path)
+    train(_params(variant="wgan", steps=2, jit_compile=True, ema=None), digits, out)
+    critic = keras.models.load_model(out.models / "critic.keras", compile=False)
+    convs = [la for la in critic.layers if isinstance(la, keras.layers.Conv2D)]
+    assert [type(la) for la in convs] == [keras.layers.Conv2D] * 2
+    assert {la.kernel_constraint.clip for la in convs} == {0.01}
+    generator = keras.models.load_model(out.models / "generator.keras", compile=False)
+    assert [type(la) for la in generator.layers if isinstance(la, keras.layers.Conv2DTranspose)
+            ] == [keras.layers.Conv2DTranspose] * 2
+
+
 def test_a_different_seed_changes_the_losses(tmp_path, digits):
     a = train(_params(steps=2), digits, TrainOutputs.under(tmp_path / "a"))
     b = train(parse_params({"seed": 1, "train": {**TINY_TRAIN, "steps": 2},

@@ -75,7 +75,8 @@ def block_conv2d_transpose(x, kernel):
 def _check_shape(layer: layers.Layer) -> None:
     if (tuple(layer.kernel_size) != (4, 4) or tuple(layer.strides) != (2, 2)
             or layer.padding != "same" or tuple(layer.dilation_rate) != (1, 1)
-            or layer.data_format != "channels_last"):
+            or layer.data_format != "channels_last" or getattr(layer, "groups", 1) != 1
+            or getattr(layer, "output_padding", None) is not None):
         raise ValueError(f"{type(layer).__name__} computes only SAME 4×4 stride-2 channels-last "
                          "convolutions; use the stock Keras layer for anything else")
 

@@ -18,7 +18,8 @@ Speed (see BENCHMARKS.md), none of which changes what is computed:
   activation pattern has zero derivative — the penalty's forward pass runs off the outer
   tape on pre-read weight tensors (``stateless_call``); the backward ops that carry the
   true dependence on the weights are still recorded. Any other critic (e.g.
-  ``critic_norm: layer``) takes the plain path.
+  ``critic_norm: layer``) takes the plain path, and so does mixed precision, whose
+  float16 copies of the weights are made inside the layers, where the tape cannot see them.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def _layers(model: keras.Model):
             yield from _layers(layer)
 
 
+def _computes_in_variable_dtype(model: keras.Model) -> bool:
+    """False under mixed precision: a layer casts its weights inside the call, off the tape."""
+    return all(layer.compute_dtype == layer.variable_dtype
+               for layer in _layers(model) if layer.weights)
+
+
 def _piecewise_linear(model: keras.Model) -> bool:
     linear = keras.activations.get(None)
     return all(isinstance(layer, _PIECEWISE_LINEAR)
@@ -102,7 +109,8 @@ def make_train_steps(
     perturb = train.variant == "wgan-lp" and train.lp_sampling == "perturb"
     step_function = (tf.function(jit_compile=True) if compiles_with_xla(train, strategy)
                      else tf.function)
-    off_tape = penalty_name != "none" and _piecewise_linear(critic)
+    off_tape = (penalty_name != "none" and _piecewise_linear(critic)
+                and _computes_in_variable_dtype(critic))
 
     def average(per_example: tf.Tensor) -> tf.Tensor:
         return tf.nn.compute_average_loss(per_example, global_batch_size=batch)
