@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from wgan.distribution import global_std
 from wgan.losses import LOSSES, get_loss
 from wgan.penalties import (
     PENALTIES,
@@ -120,6 +121,12 @@ def test_interpolates_use_one_alpha_per_example():
 def test_perturbed_adds_scaled_noise_to_both_batches():
     real, fake = tf.constant([[1.0], [3.0]]), tf.constant([[5.0], [7.0]])
     noise = tf.ones([4, 1])
-    out = perturbed(real, fake, noise, scale=0.5).numpy()
-    sigma = np.std([1.0, 3.0, 5.0, 7.0])
-    np.testing.assert_allclose(out[:, 0], np.array([1, 3, 5, 7]) + 0.5 * sigma, rtol=1e-6)
+    out = perturbed(real, fake, noise, scale=0.5, sigma=tf.constant(2.0)).numpy()
+    np.testing.assert_allclose(out[:, 0], np.array([1, 3, 5, 7]) + 0.5 * 2.0, rtol=1e-6)
+
+
+def test_global_std_on_one_device_is_the_batch_std():
+    # Across replicas: test_steps.py::test_two_replicas_match_one_device_for_perturbed_lp_points
+    # (a second MirroredStrategy here would reuse the collective keys of the ones there).
+    values = np.array([1.0, 3.0, 5.0, 7.0, 2.0, 10.0], np.float32)
+    assert float(global_std(tf.constant(values))) == pytest.approx(np.std(values), rel=1e-6)

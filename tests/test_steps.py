@@ -68,6 +68,16 @@ def test_off_tape_penalty_matches_the_plain_path(policy, monkeypatch):
     assert _max_diff(default, plain) < 1e-5
 
 
+def test_two_replicas_match_one_device_for_perturbed_lp_points():
+    # The perturbation's σ is the global batch's, not each replica's half. (The tiny
+    # critic's gradient norms stay below 1, so the LP is 0: the norms show the points.)
+    one, m1 = run_steps(tf.distribute.get_strategy(), "wgan-lp", k=3, lp_sampling="perturb")
+    two, m2 = run_steps(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), "wgan-lp", k=3,
+                        lp_sampling="perturb")
+    assert _max_diff(one, two) < 1e-5
+    assert m1["grad_norm"] == pytest.approx(m2["grad_norm"], rel=1e-5)
+
+
 def test_grad_clip_is_global_over_replicas():
     one, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp", grad_clip=0.01)
     two, _ = run_steps(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), "wgan-gp",

@@ -20,6 +20,7 @@ __all__ = [
     "per_replica_batch",
     "replica_slice",
     "global_noise",
+    "global_std",
     "is_chief",
     "broadcast_from_chief",
 ]
@@ -111,3 +112,18 @@ def broadcast_from_chief(strategy: tf.distribute.Strategy, variables: list) -> N
         chief_value = strategy.reduce(tf.distribute.ReduceOp.SUM,
                                       strategy.run(first_replica_only, args=(var,)), axis=None)
         var.assign(chief_value)
+
+
+def global_std(x: tf.Tensor) -> tf.Tensor:
+    """Standard deviation of all elements of ``x`` on every replica, in float32.
+
+    One device: ``tf.math.reduce_std(x)``. Under a strategy the count, sum and sum of
+    squares are summed across replicas, so every replica gets the global batch's σ.
+    """
+    x = tf.cast(x, tf.float32)
+    mean_of = tf.stack([tf.cast(tf.size(x), tf.float32), tf.reduce_sum(x),
+                        tf.reduce_sum(tf.square(x))])
+    count, total, squares = tf.unstack(
+        tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, mean_of))
+    mean = total / count
+    return tf.sqrt(tf.maximum(squares / count - tf.square(mean), 0.0))

@@ -41,18 +41,19 @@ def interpolates(real: tf.Tensor, fake: tf.Tensor, alpha: tf.Tensor) -> tf.Tenso
     return alpha * real + (1.0 - alpha) * fake
 
 
-def perturbed(real: tf.Tensor, fake: tf.Tensor, noise: tf.Tensor, scale: float) -> tf.Tensor:
-    """x̂ = concat(x, G(z)) + k·σ·n, n ~ N(0, 1), σ² the variance of the concatenation.
+def perturbed(real: tf.Tensor, fake: tf.Tensor, noise: tf.Tensor, scale: float,
+              sigma: tf.Tensor) -> tf.Tensor:
+    """x̂ = concat(x, G(z)) + k·σ·n, n ~ N(0, 1), σ the standard deviation of the concatenation.
 
     The "perturbed" sampling of Petzka et al. 2017, "On the regularization of
     Wasserstein GANs" (arXiv:1709.08894), Sec. 5, as in the WGAN-TF2 project. σ is a
-    statistic of the batch passed in (the replica's batch under tf.distribute).
-    Args: real, fake: [B, ...]; noise: [2B, ...]; scale: k ≥ 0.
+    statistic of the global batch, passed in (``wgan.distribution.global_std``), so N
+    replicas perturb as one device does.
+    Args: real, fake: [B, ...]; noise: [2B, ...]; scale: k ≥ 0; sigma: scalar σ.
     Returns: [2B, ...], reals first.
     """
     both = tf.concat([real, fake], axis=0)
-    sigma = tf.math.reduce_std(both)
-    return both + scale * sigma * tf.cast(noise, both.dtype)
+    return both + scale * tf.cast(sigma, both.dtype) * tf.cast(noise, both.dtype)
 
 
 def _gradient_norms(critic: Callable, points: tf.Tensor) -> tf.Tensor:

@@ -30,7 +30,7 @@ import keras
 import tensorflow as tf
 
 from wgan.config import TrainConfig
-from wgan.distribution import global_noise
+from wgan.distribution import global_noise, global_std
 from wgan.losses import get_loss
 from wgan.penalties import get_penalty, interpolates, perturbed
 
@@ -119,7 +119,8 @@ def make_train_steps(
         if perturb:
             # Global noise [2, B, ...] sliced on the batch axis keeps reals first.
             noise = global_noise("normal", [2, batch, *real.shape[1:]], seed, axis=1)
-            return perturbed(real, fake, tf.reshape(noise, [-1, *real.shape[1:]]), train.perturb)
+            return perturbed(real, fake, tf.reshape(noise, [-1, *real.shape[1:]]), train.perturb,
+                             global_std(tf.concat([real, fake], axis=0)))
         return interpolates(real, fake, global_noise("uniform", [batch], seed))
 
     def penalty_critic(tape: tf.GradientTape):
