@@ -5,8 +5,9 @@ input convolution and the generator's output convolution on grey images — at a
 10 GFLOP/s, against 80–100 for the 32→64-channel layer next to it, because there is
 no channel axis to vectorise over. Padded by one pixel and cut into 2×2 blocks, the
 image is a (h/2 + 1)² grid of 4·C-vectors, and a SAME 4×4 stride-2 convolution is a
-stride-1 2×2 convolution on that grid: four shifted views of the grid, stacked, times
-a (16·C × filters) matrix, which XLA compiles into one dot plus copies. The transposed
+stride-1 2×2 convolution on that grid: the 16 taps, each a strided view of the padded
+image, stacked and contracted with the kernel (K = 16·C), which XLA compiles into one
+dot plus copies. The transposed
 convolution is the same product read backwards (one dot, then an overlap-add of the
 four shifted block grids). Autodiff through reshapes, slices and the dot gives the
 gradients and the WGAN-GP double backward, equal to the stock convolution's to float
