@@ -79,6 +79,17 @@ def write_params(directory: Path, **sections) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def two_cpus() -> tf.distribute.MirroredStrategy:
+    """The one two-replica strategy of the session, as a training process has one.
+
+    Every new MirroredStrategy numbers its collective all-reduces from the same keys, and
+    TensorFlow remembers a key's tensor shape process-wide: strategies whose steps
+    all-reduce different tensors (sync BatchNorm, wgan-lp's σ) must not take turns.
+    """
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
 @pytest.fixture
 def digits(tmp_path) -> Path:
     return write_digit_dataset(tmp_path / "data/prepared/mnist")

@@ -125,8 +125,11 @@ def test_perturbed_adds_scaled_noise_to_both_batches():
     np.testing.assert_allclose(out[:, 0], np.array([1, 3, 5, 7]) + 0.5 * 2.0, rtol=1e-6)
 
 
-def test_global_std_on_one_device_is_the_batch_std():
-    # Across replicas: test_steps.py::test_two_replicas_match_one_device_for_perturbed_lp_points
-    # (a second MirroredStrategy here would reuse the collective keys of the ones there).
+def test_global_std_is_the_std_of_every_replica_batch_together(two_cpus):
     values = np.array([1.0, 3.0, 5.0, 7.0, 2.0, 10.0], np.float32)
     assert float(global_std(tf.constant(values))) == pytest.approx(np.std(values), rel=1e-6)
+    halves = two_cpus.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(values[3 * ctx.replica_id_in_sync_group:][:3]))
+    per_replica = two_cpus.run(tf.function(global_std), (halves,))
+    for sigma in two_cpus.experimental_local_results(per_replica):
+        assert float(sigma) == pytest.approx(np.std(values), rel=1e-6)  # not each half's

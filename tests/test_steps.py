@@ -30,9 +30,9 @@ def _max_diff(a, b):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_two_replicas_match_one_device(variant):
+def test_two_replicas_match_one_device(variant, two_cpus):
     one, m1 = run_steps(tf.distribute.get_strategy(), variant, k=3)
-    two, m2 = run_steps(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), variant, k=3)
+    two, m2 = run_steps(two_cpus, variant, k=3)
     assert _max_diff(one, two) < 1e-5
     for name in m1:
         assert m1[name] == pytest.approx(m2[name], rel=1e-4, abs=1e-6), name
@@ -68,28 +68,26 @@ def test_off_tape_penalty_matches_the_plain_path(policy, monkeypatch):
     assert _max_diff(default, plain) < 1e-5
 
 
-def test_two_replicas_match_one_device_for_perturbed_lp_points():
+def test_two_replicas_match_one_device_for_perturbed_lp_points(two_cpus):
     # The perturbation's σ is the global batch's, not each replica's half. (The tiny
     # critic's gradient norms stay below 1, so the LP is 0: the norms show the points.)
     one, m1 = run_steps(tf.distribute.get_strategy(), "wgan-lp", k=3, lp_sampling="perturb")
-    two, m2 = run_steps(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), "wgan-lp", k=3,
-                        lp_sampling="perturb")
+    two, m2 = run_steps(two_cpus, "wgan-lp", k=3, lp_sampling="perturb")
     assert _max_diff(one, two) < 1e-5
     assert m1["grad_norm"] == pytest.approx(m2["grad_norm"], rel=1e-5)
 
 
-def test_grad_clip_is_global_over_replicas():
+def test_grad_clip_is_global_over_replicas(two_cpus):
     one, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp", grad_clip=0.01)
-    two, _ = run_steps(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), "wgan-gp",
-                       grad_clip=0.01)
+    two, _ = run_steps(two_cpus, "wgan-gp", grad_clip=0.01)
     unclipped, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp")
     assert _max_diff(one, two) < 1e-5
     assert _max_diff(one, unclipped) > 1e-6
 
 
-@pytest.mark.parametrize("devices", [None, ["/cpu:0", "/cpu:1"]])
-def test_wgan_critic_weights_are_clipped(devices):
-    strategy = tf.distribute.MirroredStrategy(devices) if devices else tf.distribute.get_strategy()
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_wgan_critic_weights_are_clipped(replicas, two_cpus):
+    strategy = two_cpus if replicas == 2 else tf.distribute.get_strategy()
     weights, _ = run_steps(strategy, "wgan", k=1, clip=0.005)
     assert max(float(np.max(np.abs(w))) for w in weights["critic"]) <= 0.005 + 1e-7
     # Without clipping the same step leaves weights outside ±0.005 (init is wider).
