@@ -150,11 +150,17 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path, digits):
     assert straight.wait(timeout=600) == 0, straight.stderr.read()[-2000:]
 
     killed = _run_stage(runs["killed"])
-    marker = runs["killed"] / "models/checkpoints/ckpt-4.index"
+    # The manager's state file names ckpt-4 only once its files are complete (written
+    # atomically after them): killing on ckpt-4.index alone could leave no usable checkpoint.
+    state = runs["killed"] / "models/checkpoints/checkpoint"
+
+    def saved() -> bool:
+        return state.is_file() and '"ckpt-4"' in state.read_text()
+
     deadline = time.time() + 300
-    while not marker.exists() and killed.poll() is None and time.time() < deadline:
+    while not saved() and killed.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert marker.exists(), "no checkpoint appeared"
+    assert saved(), "no checkpoint appeared"
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert not (runs["killed"] / "models/generator.keras").exists()  # it really died midway
