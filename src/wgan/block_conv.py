@@ -113,8 +113,12 @@ _STOCK = {BlockConv2D: layers.Conv2D, BlockConv2DTranspose: layers.Conv2DTranspo
 def with_stock_layers(model: keras.Model) -> keras.Model:
     """A copy of ``model`` with the stock Keras class for every block layer, same weights.
 
-    What gets saved: the file then loads with ``keras.models.load_model`` alone.
+    What gets saved: the file then loads with ``keras.models.load_model`` alone. A model
+    without block layers is returned as it is.
     """
+    if not any(type(layer) in _STOCK for layer in model.layers):
+        return model
+
     def stock(layer: layers.Layer) -> layers.Layer:
         return _STOCK.get(type(layer), type(layer)).from_config(layer.get_config())
 
