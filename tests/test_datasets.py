@@ -12,8 +12,10 @@ import gzip
 import hashlib
 import http.server
 import io
+import json
 import os
 import pickle
+import signal
 import socket
 import struct
 import tarfile
@@ -31,7 +33,15 @@ from wgan.datasets import cifar10, download, images, load_source, mnist, raw_inp
 from wgan.datasets.download import fetch, sha256_file
 from wgan.datasets.images import center_crop_box, usable_cpus
 from wgan.datasets.safe_pickle import UnsafePickleError, load_pickle
-from wgan.prepared import make_dataset, read_meta, read_numpy, write_prepared
+from wgan.prepared import (
+    ParallelSplit,
+    Source,
+    make_dataset,
+    read_meta,
+    read_numpy,
+    training_stream,
+    write_prepared,
+)
 
 BICUBIC = Image.Resampling.BICUBIC
 CELEBA_BOX = (35, 55, 143, 163)
@@ -744,6 +754,77 @@ def test_round_trip_bit_exact(tmp_path, make):
         assert floats.min() >= -1 and floats.max() <= 1
         np.testing.assert_allclose(np.sort(floats, axis=0), np.sort(uint8 / 127.5 - 1, axis=0),
                                    atol=1e-6)
+
+
+def shard_samples(out: Path, split: str) -> list[list[bytes]]:
+    """The ``x`` bytes of every record, shard by shard, in file order."""
+    return [[tf.train.Example.FromString(r.numpy()).features.feature["x"].bytes_list.value[0]
+             for r in tf.data.TFRecordDataset(str(f), compression_type="GZIP")]
+            for f in sorted(out.glob(f"{split}-*.tfrecord.gz"))]
+
+
+def test_image_shards_hold_file_j_at_j_mod_n_whatever_the_workers(tmp_path):
+    """Each shard is written by one worker process: file j goes to shard j mod N, a skipped
+    file leaves a gap rather than shifting the rest, and nothing depends on how many
+    workers run (the files are byte-identical)."""
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in range(7):
+        payload = b"corrupt" * 9 if i == 1 else encoded(photo(i, (20, 24)), "PNG")
+        (folder / f"{i}.png").write_bytes(payload)
+    written = {}
+    for workers in (1, 3):
+        cfg = data_cfg(name="folder", workers=workers, folder={
+            "path": str(folder), "crop": None, "resize": 16, "test_fraction": 0.0})
+        source = load_source(cfg)
+        meta = write_prepared(source, tmp_path / f"out{workers}", shards=3, params={})
+        files = {f.name: f.read_bytes() for f in (tmp_path / f"out{workers}").iterdir()}
+        written[workers] = files, meta, source.report, source.sha256
+    assert written[1] == written[3]
+    split = load_source(cfg).splits["train"]
+    assert isinstance(split, ParallelSplit)
+    per_file = [example for example, _ in split.decode(split.items)]
+    assert [e is None for e in per_file] == [i == 1 for i in range(7)]
+    shards = shard_samples(tmp_path / "out1", "train")
+    assert shards == [[e[0].tobytes() for e in per_file[s::3] if e is not None] for s in range(3)]
+    meta = written[1][1]
+    assert meta.shard_counts == {"train": [3, 1, 2]} and meta.counts == {"train": 6}
+    assert read_meta(tmp_path / "out1").shard_counts == meta.shard_counts
+    # Uneven shards stream whole: every sample once per epoch.
+    stream = training_stream(tmp_path / "out1", 6, seed=0).take(1)
+    got = sorted(to_bytes(x) for x in next(iter(stream)).numpy())
+    assert got == sorted(e[0].tobytes() for e in per_file if e is not None)
+
+
+def to_bytes(x: np.ndarray) -> bytes:
+    return np.rint((x + 1) * 127.5).astype(np.uint8).tobytes()
+
+
+def die_at(items: list[str]):
+    """A ``ParallelSplit.decode`` whose worker is killed at the item ``"die"``, as the
+    kernel's OOM killer would."""
+    for item in items:
+        if item == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield (np.zeros(2, np.uint8), None), item
+
+
+def test_a_killed_prepare_worker_fails_with_a_hint_and_leaves_nothing(tmp_path):
+    split = ParallelSplit(["a", "b", "die", "c"], die_at, lambda notes: None, workers=2)
+    source = Source("x", (2,), None, {"train": split}, {}, size_hints={"train": 4})
+    with pytest.raises(RuntimeError, match="train: a prepare worker process died.*data.workers"):
+        write_prepared(source, tmp_path / "out", shards=2, params={})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_meta_without_shard_counts_asks_for_a_new_prepare(tmp_path):
+    out = tmp_path / "prepared"
+    write_prepared(load_source(mask_cfg(dump(tmp_path / "m.pkl", MASKS))), out, 2, params={})
+    raw = json.loads((out / "meta.json").read_text())
+    del raw["shard_counts"]
+    (out / "meta.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="older version of prepare.*dvc repro prepare"):
+        read_meta(out)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")

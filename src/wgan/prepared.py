@@ -8,11 +8,18 @@ Layout of ``data/prepared/<name>/``::
 
 Each record is a ``tf.train.Example`` with ``x``: the raw bytes of one uint8 sample
 (HWC order for images, length-L 0/1 for masks) and, for labelled data, ``y``: int64.
-Examples go round-robin over a split's shards (example i to shard i mod N). Every shard
-is one gzip stream, read with ``compression_type="GZIP"``; the deflate level is the
+Records are TFRecord-framed (little-endian uint64 length, masked CRC32C of the length,
+the data, masked CRC32C of the data) inside one gzip stream per shard, read with
+``compression_type="GZIP"``; they are written here with zlib and google-crc32c, without
+TensorFlow, so that forked worker processes can write shards. The deflate level is the
 reader module's choice (``Source.compression_level``): 1 by default, 0 (stored blocks,
 still gzip) for photos, which deflate shrinks by only 10-25% for more CPU than the JPEG
 decode itself (see BENCHMARKS.md).
+
+Examples of a split that a reader streams go round-robin over its shards (example i to
+shard i mod N). A :class:`ParallelSplit` (image folders) is written by worker processes,
+one shard each: item j (file j of the sorted list) goes to shard j mod N and a skipped
+item leaves no record, so ``meta.json`` lists every shard's count (``shard_counts``).
 
 Writes are atomic: shards and ``meta.json`` go to a hidden temporary sibling that is
 renamed into place only when complete, so a killed prepare leaves nothing that looks
@@ -22,20 +29,27 @@ finished. Readers use :func:`read_meta` and :func:`make_dataset` only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
+import struct
 import tempfile
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import tensorflow as tf
 
 __all__ = [
     "Example",
+    "ParallelSplit",
     "Source",
     "PreparedMeta",
     "shard_name",
@@ -53,12 +67,36 @@ META_FILE = "meta.json"
 Example = tuple[np.ndarray, int | None]
 
 
+@dataclass(frozen=True)
+class ParallelSplit:
+    """A split whose shards are decoded and written by worker processes, one shard each.
+
+    Item j of ``items`` (say, file names) goes to shard j mod N. ``decode(items)`` runs
+    in the workers, so it must pickle (a module-level function or a ``functools.partial``
+    of one); it yields ``(example or None, note)`` for each item, in order, None to skip
+    the item. Once every shard is written, ``finish(notes)`` gets each item's note in item
+    order, in the calling process (readers fill ``Source.report`` and ``sha256`` there).
+    Iterating the split decodes it in this process instead, in order.
+    """
+
+    items: list
+    decode: Callable[[list], Iterator[tuple[Example | None, Any]]]
+    finish: Callable[[list], None]
+    workers: int
+
+    def __iter__(self) -> Iterator[Example]:
+        notes: list = []
+        yield from _decoded(self.decode, self.items, notes)
+        self.finish(notes)
+
+
 @dataclass
 class Source:
     """What a dataset reader hands to :func:`write_prepared`.
 
-    ``splits`` maps a split name to an iterable of ``(uint8 sample, label or None)``;
-    it is consumed once, streaming, so readers never hold a whole dataset.
+    ``splits`` maps a split name to an iterable of ``(uint8 sample, label or None)``
+    (possibly a :class:`ParallelSplit`); it is consumed once, streaming, so readers never
+    hold a whole dataset.
     ``size_hints`` (expected counts) only chooses the number of shards.
     ``compression_level`` is the gzip deflate level of the shards (0-9).
     """
@@ -81,6 +119,7 @@ class PreparedMeta:
     num_classes: int | None
     sha256: dict[str, str]
     params: dict[str, Any]
+    shard_counts: dict[str, list[int]]
 
     @property
     def is_image(self) -> bool:
@@ -101,29 +140,100 @@ def _serialize(x: np.ndarray, y: int | None) -> bytes:
     return example.SerializeToString(deterministic=True)
 
 
+_CRC_MASK_DELTA = 0xA282EAD8
+
+
+def _masked_crc(data: bytes) -> bytes:
+    """TFRecord's masked CRC32C: rotated and offset, since a CRC of data that holds CRCs
+    is weak."""
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + _CRC_MASK_DELTA) & 0xFFFFFFFF)
+
+
+class _ShardFile:
+    """One shard being written: TFRecord-framed records in one gzip stream."""
+
+    def __init__(self, path: Path, compression_level: int) -> None:
+        self._file = open(path, "wb")
+        self._deflate = zlib.compressobj(compression_level, zlib.DEFLATED, 16 + zlib.MAX_WBITS, 9)
+        self.count = 0
+
+    def write(self, record: bytes) -> None:
+        length = struct.pack("<Q", len(record))
+        for part in (length, _masked_crc(length), record, _masked_crc(record)):
+            self._file.write(self._deflate.compress(part))
+        self.count += 1
+
+    def __enter__(self) -> _ShardFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._file:
+            if exc[0] is None:
+                self._file.write(self._deflate.flush())
+
+
+def _serialized(where: str, examples: Iterable[Example], shape: tuple[int, ...]) -> Iterator[bytes]:
+    """Serialised examples, refusing a sample that is not uint8 of ``shape``."""
+    for i, (x, y) in enumerate(examples):
+        if x.dtype != np.uint8 or x.shape != shape:
+            raise ValueError(f"{where} sample {i}: expected uint8 of shape {shape}, "
+                             f"got {x.dtype} of shape {x.shape}")
+        yield _serialize(x, y)
+
+
 def _write_split(
     directory: Path, split: str, examples: Iterable[Example], shape: tuple[int, ...], shards: int,
-    compression_level: int = 1,
-) -> int:
-    """Round-robin examples over ``shards`` files; return how many were written."""
-    options = tf.io.TFRecordOptions(compression_type="GZIP", compression_level=compression_level)
+    compression_level: int,
+) -> list[int]:
+    """Round-robin examples over ``shards`` files; return each shard's count."""
     with contextlib.ExitStack() as stack:
-        writers = [
-            stack.enter_context(
-                tf.io.TFRecordWriter(str(directory / shard_name(split, i, shards)), options)
-            )
-            for i in range(shards)
-        ]
-        count = 0
-        for x, y in examples:
-            if x.dtype != np.uint8 or x.shape != shape:
-                raise ValueError(
-                    f"{split} sample {count}: expected uint8 of shape {shape}, "
-                    f"got {x.dtype} of shape {x.shape}"
-                )
-            writers[count % shards].write(_serialize(x, y))
-            count += 1
-    return count
+        files = [stack.enter_context(_ShardFile(directory / shard_name(split, i, shards),
+                                                compression_level)) for i in range(shards)]
+        for i, record in enumerate(_serialized(split, examples, shape)):
+            files[i % shards].write(record)
+    return [f.count for f in files]
+
+
+def _decoded(decode: Callable, items: list, notes: list) -> Iterator[Example]:
+    """``decode(items)``'s examples, its notes appended to ``notes``."""
+    for example, note in decode(items):
+        notes.append(note)
+        if example is not None:
+            yield example
+
+
+def _write_shard(
+    decode: Callable, shape: tuple[int, ...], compression_level: int, path: Path, items: list,
+) -> tuple[int, list]:
+    """Worker: decode one shard's items and write its file; return its count and notes."""
+    notes: list = []
+    with _ShardFile(path, compression_level) as shard:
+        for record in _serialized(path.name, _decoded(decode, items, notes), shape):
+            shard.write(record)
+    return shard.count, notes
+
+
+def _write_parallel(
+    directory: Path, split: str, source: ParallelSplit, shape: tuple[int, ...], shards: int,
+    compression_level: int,
+) -> list[int]:
+    """One worker process per shard (at most ``source.workers`` at a time): no sample
+    crosses a process boundary, and the files do not depend on the number of workers."""
+    paths = [directory / shard_name(split, s, shards) for s in range(shards)]
+    parts = [source.items[s::shards] for s in range(shards)]
+    task = functools.partial(_write_shard, source.decode, shape, compression_level)
+    try:
+        with ProcessPoolExecutor(max(1, min(source.workers, shards))) as pool:
+            done = list(pool.map(task, paths, parts))
+    except BrokenProcessPool as err:  # multiprocessing.Pool would wait for it forever
+        raise RuntimeError(f"{split}: a prepare worker process died ({err}); if it ran out "
+                           "of memory, lower data.workers") from err
+    notes: list = [None] * len(source.items)
+    for s, (_, shard_notes) in enumerate(done):
+        notes[s::shards] = shard_notes
+    source.finish(notes)
+    return [count for count, _ in done]
 
 
 def write_prepared(source: Source, out_dir: str | Path, shards: int, params: dict) -> PreparedMeta:
@@ -139,20 +249,22 @@ def write_prepared(source: Source, out_dir: str | Path, shards: int, params: dic
             shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        counts = {}
+        shard_counts = {}
         for split, examples in source.splits.items():
             n_shards = max(1, min(shards, source.size_hints.get(split, shards)))
-            counts[split] = _write_split(tmp, split, examples, source.shape, n_shards,
-                                         source.compression_level)
-            if counts[split] == 0:
+            write = _write_parallel if isinstance(examples, ParallelSplit) else _write_split
+            shard_counts[split] = write(tmp, split, examples, source.shape, n_shards,
+                                        source.compression_level)
+            if sum(shard_counts[split]) == 0:
                 raise ValueError(f"{source.name}: split {split!r} has no usable samples")
         meta = PreparedMeta(
             dataset=source.name,
             shape=tuple(source.shape),
-            counts=counts,
+            counts={split: sum(c) for split, c in shard_counts.items()},
             num_classes=source.num_classes,
             sha256=source.sha256,
             params=params,
+            shard_counts=shard_counts,
         )
         (tmp / META_FILE).write_text(json.dumps(_meta_dict(meta, source.report), indent=2))
         _swap_into_place(tmp, out_dir)
@@ -167,6 +279,7 @@ def _meta_dict(meta: PreparedMeta, report: dict[str, Any]) -> dict[str, Any]:
         "dataset": meta.dataset,
         "shape": list(meta.shape),
         "counts": meta.counts,
+        "shard_counts": meta.shard_counts,
         "num_classes": meta.num_classes,
         "sha256": meta.sha256,
         "params": meta.params,
@@ -195,6 +308,9 @@ def read_meta(prepared_dir: str | Path) -> PreparedMeta:
             f"{path} not found: {prepared_dir} is not a prepared dataset; run `dvc repro prepare`"
         )
     raw = json.loads(path.read_text())
+    if "shard_counts" not in raw:
+        raise ValueError(f"{path} has no shard_counts: {prepared_dir} was written by an older "
+                         "version of prepare; re-run `dvc repro prepare`")
     return PreparedMeta(
         dataset=raw["dataset"],
         shape=tuple(raw["shape"]),
@@ -202,6 +318,7 @@ def read_meta(prepared_dir: str | Path) -> PreparedMeta:
         num_classes=raw["num_classes"],
         sha256=raw["sha256"],
         params=raw["params"],
+        shard_counts=raw["shard_counts"],
     )
 
 
@@ -239,12 +356,7 @@ def to_uint8(x: np.ndarray, is_image: bool) -> np.ndarray:
     return (x >= 0.5).astype(np.uint8)
 
 
-def _shard_sizes(count: int, shards: int) -> list[int]:
-    """Examples per shard under :func:`_write_split`'s round-robin order."""
-    return [count // shards + (i < count % shards) for i in range(shards)]
-
-
-def _records(files: list[str]) -> tf.data.Dataset:
+def _read_records(files: list[str]) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(files).interleave(
         lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
         cycle_length=min(len(files), 8),
@@ -280,7 +392,7 @@ def make_dataset(
     """
     prepared_dir = Path(prepared_dir)
     meta = read_meta(prepared_dir)
-    ds = _records(_shard_files(prepared_dir, split))
+    ds = _read_records(_shard_files(prepared_dir, split))
     ds = ds.map(_decoder(meta.shape, with_labels), num_parallel_calls=tf.data.AUTOTUNE)
     if shuffle:
         ds = ds.shuffle(min(meta.counts[split], 50_000), seed=seed)
@@ -294,7 +406,8 @@ def make_dataset(
 def _load_split(files: list[str], meta: PreparedMeta, count: int) -> np.ndarray:
     """Every uint8 sample of these shards, read by the parallel interleave into one array."""
     out = np.empty((count, *meta.shape), np.uint8)
-    ds = _records(files).map(_decoder(meta.shape, False), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = _read_records(files).map(_decoder(meta.shape, False),
+                                  num_parallel_calls=tf.data.AUTOTUNE)
     i = 0
     for batch in ds.batch(4096).prefetch(2).as_numpy_iterator():
         out[i:i + len(batch)] = batch
@@ -327,7 +440,10 @@ def training_stream(
     prepared_dir = Path(prepared_dir)
     meta = read_meta(prepared_dir)
     files = _shard_files(prepared_dir, split)
-    sizes = _shard_sizes(meta.counts[split], len(files))
+    sizes = meta.shard_counts[split]
+    if len(sizes) != len(files):
+        raise ValueError(f"{prepared_dir}: {len(files)} {split} shard files but meta.json lists "
+                         f"{len(sizes)}; re-run prepare")
     per_batch, pipelines, pipeline_id = batch_size, 1, 0
     if input_context is not None:
         per_batch = input_context.get_per_replica_batch_size(batch_size)

@@ -3,28 +3,27 @@
 Files are listed once (a directory walked recursively, or a zip's members) and
 sorted. Each goes to train or test by CelebA's ``list_eval_partition.txt`` when
 present, else by a hash of its file name, so neither the split nor the output
-order depends on listing order or on the number of workers. A process pool
-decodes them in chunks, in order; each is centre-cropped, converted to RGB and
-resized. Plain JPEGs (CelebA's kind) decode through libjpeg-turbo directly, every
-other file through Pillow; both give the same pixels. Files that cannot be used
+order depends on listing order or on the number of workers. Each split is a
+:class:`wgan.prepared.ParallelSplit`: a worker process decodes the files of one shard
+and writes it. Each image is centre-cropped, converted to RGB and resized. Plain JPEGs
+(CelebA's kind) decode through libjpeg-turbo directly, every other file through
+Pillow; both give the same pixels. Files that cannot be used
 (corrupt, truncated, not an image, smaller than the crop) are skipped and listed in
 ``Source.report``.
 
 Each ``sha256`` entry of a folder covers one split: the sha256 of the
 ``sha256sum``-style lines (``<digest>  <name>``) of its files, hashed by the
-workers from the bytes they read anyway. Like ``report``, it is filled in while
+workers from the bytes they read anyway. Like ``report``, it is filled in once
 the split is consumed, which :func:`wgan.prepared.write_prepared` does before it
 reads either.
 """
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import functools
 import hashlib
 import io
-import itertools
-import multiprocessing
 import os
 import struct
 import zipfile
@@ -40,7 +39,7 @@ from PIL import ExifTags, Image
 
 from wgan.config import DataConfig, ImageFolderConfig
 from wgan.datasets.download import sha256_file
-from wgan.prepared import Example, Source
+from wgan.prepared import Example, ParallelSplit, Source
 
 __all__ = ["center_crop_box", "load", "raw_paths", "usable_cpus"]
 
@@ -55,17 +54,15 @@ _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
             8: Image.Transpose.ROTATE_90}
 _PARTITION = "list_eval_partition.txt"
 _SPLIT_SALT = b"wgan-split-0:"  # the fixed "seed" of the hash split
-_CHUNK = 64  # files per pool task: amortises inter-process overhead, keeps results flowing
-_IN_FLIGHT = 3  # chunks per worker submitted ahead of the consumer (bounds memory)
 _REPORT_LIMIT = 1000  # files listed in the report; the count is always exact
 
-# (file sha256, the sample's raw RGB bytes, skip reason): bytes pickle ~10x faster than arrays
-_Result = tuple[str, bytes | None, str | None]
+# A file's note for the parent process: (its sha256, why it was skipped or None)
+_Note = tuple[str, str | None]
 
 
 @dataclass(frozen=True)
 class _Recipe:
-    """What a worker needs to turn a file name into a sample (pickled once per chunk)."""
+    """What a worker needs to turn a file name into a sample (pickled once per shard)."""
 
     root: str
     is_zip: bool
@@ -203,34 +200,48 @@ def _upright(img: Image.Image) -> Image.Transpose | None:
     return _UPRIGHT.get(orientation)
 
 
-@functools.lru_cache(maxsize=1)
-def _open_zip(path: str) -> zipfile.ZipFile:
-    """The archive, opened once per worker process on first use."""
-    return zipfile.ZipFile(path)
-
-
-def _read(recipe: _Recipe, name: str) -> bytes:
-    if recipe.is_zip:
-        return _open_zip(recipe.root).read(name)
+def _read(recipe: _Recipe, archive: zipfile.ZipFile | None, name: str) -> bytes:
+    if archive is not None:
+        return archive.read(name)
     with open(os.path.join(recipe.root, name), "rb") as f:  # half the cost of Path.read_bytes
         return f.read()
 
 
-def _process(recipe: _Recipe, name: str) -> _Result:
-    """Worker: read, hash and decode one file; never raises for a bad file."""
+def _process(
+    recipe: _Recipe, archive: zipfile.ZipFile | None, name: str,
+) -> tuple[bytes | str, str]:
+    """Read, hash and decode one file: (the sample's RGB bytes or why it was skipped, the
+    file's sha256); never raises for a bad file."""
     try:
-        data = _read(recipe, name)
+        data = _read(recipe, archive, name)
     except (OSError, zipfile.BadZipFile, zlib.error) as err:
-        return "", None, f"cannot read the file ({err})"
+        return f"cannot read the file ({err})", ""
     digest = hashlib.sha256(data).hexdigest()
     out = _plain_jpeg_sample(data, recipe)
     if out is None:
         try:
             with Image.open(io.BytesIO(data), formats=_FORMATS) as img:
                 out = _crop_resize(img, recipe)
+        except Image.UnidentifiedImageError:  # its message holds an address: not reproducible
+            return "not a readable image (no format Pillow reads)", digest
         except _BAD_IMAGE as err:
-            return digest, None, f"not a readable image ({type(err).__name__}: {err})"
-    return (digest, out, None) if isinstance(out, bytes) else (digest, None, out)
+            return f"not a readable image ({type(err).__name__}: {err})", digest
+    return out, digest
+
+
+def _decode_files(recipe: _Recipe, names: list[str]) -> Iterator[tuple[Example | None, _Note]]:
+    """Worker: each file's sample (None if skipped) and note, in ``names`` order.
+
+    A zip is opened here, in the worker: a forked worker must not share the parent's file
+    offset."""
+    shape = (recipe.size, recipe.size, 3)
+    with zipfile.ZipFile(recipe.root) if recipe.is_zip else contextlib.nullcontext() as archive:
+        for name in names:
+            out, digest = _process(recipe, archive, name)
+            if isinstance(out, str):
+                yield None, (digest, out)
+            else:
+                yield (np.frombuffer(out, np.uint8).reshape(shape), None), (digest, None)
 
 
 def _skip(report: dict[str, Any], name: str, reason: str) -> None:
@@ -239,44 +250,25 @@ def _skip(report: dict[str, Any], name: str, reason: str) -> None:
         report["files"].append({"file": name, "reason": reason})
 
 
-def _process_chunk(recipe: _Recipe, names: list[str]) -> list[_Result]:
-    """Worker: :func:`_process` for each file of one chunk (one round trip per chunk)."""
-    return [_process(recipe, name) for name in names]
+def _finish(
+    names: list[str], report: dict[str, Any], sha256: dict[str, str], key: str,
+    notes: list[_Note],
+) -> None:
+    """Record a consumed split's skipped files and its manifest sha256 (file order)."""
+    manifest = hashlib.sha256()
+    for name, (digest, reason) in zip(names, notes, strict=True):
+        manifest.update(f"{digest}  {name}\n".encode())
+        if reason is not None:
+            _skip(report, name, reason)
+    sha256[key] = manifest.hexdigest()
 
 
-def _decode(
+def _split(
     recipe: _Recipe, names: list[str], workers: int, report: dict[str, Any],
     sha256: dict[str, str], key: str,
-) -> Iterator[Example]:
-    """Stream samples in ``names`` order; the pool lives only while the split is consumed.
-
-    At most ``_IN_FLIGHT`` chunks per worker are queued or waiting to be consumed, so
-    memory stays flat however many files there are and however slow the consumer is
-    (``Pool.imap`` would queue every chunk at once and buffer all finished results).
-    """
-    manifest = hashlib.sha256()
-    shape = (recipe.size, recipe.size, 3)
-    chunks = [names[i:i + _CHUNK] for i in range(0, len(names), _CHUNK)]
-    workers = max(1, min(workers, len(chunks)))
-    # Clearing the zip cache in each worker keeps forked workers from sharing one file offset.
-    with multiprocessing.Pool(workers, initializer=_open_zip.cache_clear) as pool:
-        pending: collections.deque = collections.deque()
-        todo = iter(chunks)
-        for chunk in itertools.islice(todo, _IN_FLIGHT * workers):
-            pending.append((chunk, pool.apply_async(_process_chunk, (recipe, chunk))))
-        while pending:
-            chunk, result = pending.popleft()
-            results = result.get()
-            for chunk_next in itertools.islice(todo, 1):
-                pending.append((chunk_next, pool.apply_async(_process_chunk,
-                                                             (recipe, chunk_next))))
-            for name, (digest, image, reason) in zip(chunk, results, strict=True):
-                manifest.update(f"{digest}  {name}\n".encode())
-                if image is None:
-                    _skip(report, name, reason)
-                else:
-                    yield np.frombuffer(image, np.uint8).reshape(shape), None
-    sha256[key] = manifest.hexdigest()
+) -> ParallelSplit:
+    return ParallelSplit(names, functools.partial(_decode_files, recipe),
+                         functools.partial(_finish, names, report, sha256, key), workers)
 
 
 def _list(root: Path) -> list[str]:
@@ -384,7 +376,7 @@ def load(cfg: DataConfig, raw_dir: Path) -> Source:
         name=cfg.name,
         shape=(folder.resize, folder.resize, 3),
         num_classes=None,
-        splits={s: _decode(recipe, n, workers, report, sha256, f"{root.name}[{s}]")
+        splits={s: _split(recipe, n, workers, report, sha256, f"{root.name}[{s}]")
                 for s, n in splits.items()},
         sha256=sha256,
         size_hints={s: len(n) for s, n in splits.items()},
