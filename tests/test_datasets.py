@@ -766,32 +766,39 @@ def shard_samples(out: Path, split: str) -> list[list[bytes]]:
 def test_image_shards_hold_file_j_at_j_mod_n_whatever_the_workers(tmp_path):
     """Each shard is written by one worker process: file j goes to shard j mod N, a skipped
     file leaves a gap rather than shifting the rest, and nothing depends on how many
-    workers run (the files are byte-identical)."""
+    workers run or on whether the files come from a folder or a zip (byte-identical)."""
     folder = tmp_path / "pics"
     folder.mkdir()
-    for i in range(7):
-        payload = b"corrupt" * 9 if i == 1 else encoded(photo(i, (20, 24)), "PNG")
-        (folder / f"{i}.png").write_bytes(payload)
+    with zipfile.ZipFile(tmp_path / "pics.zip", "w") as zf:
+        for i in range(7):
+            payload = b"corrupt" * 9 if i == 1 else encoded(photo(i, (20, 24)), "PNG")
+            (folder / f"{i}.png").write_bytes(payload)
+            zf.writestr(f"{i}.png", payload)
     written = {}
-    for workers in (1, 3):
+    for path, workers in ((folder, 1), (folder, 3), (tmp_path / "pics.zip", 2)):
         cfg = data_cfg(name="folder", workers=workers, folder={
-            "path": str(folder), "crop": None, "resize": 16, "test_fraction": 0.0})
+            "path": str(path), "crop": None, "resize": 16, "test_fraction": 0.0})
         source = load_source(cfg)
-        meta = write_prepared(source, tmp_path / f"out{workers}", shards=3, params={})
-        files = {f.name: f.read_bytes() for f in (tmp_path / f"out{workers}").iterdir()}
-        written[workers] = files, meta, source.report, source.sha256
-    assert written[1] == written[3]
+        out = tmp_path / f"out-{path.name}-{workers}"
+        meta = write_prepared(source, out, shards=3, params={})
+        written[path.name, workers] = {f.name: f.read_bytes() for f in out.iterdir()}, meta
+    assert written["pics", 1] == written["pics", 3]  # meta.json (report, sha256) included
+    shards = {name: data for name, data in written["pics", 1][0].items() if name.endswith(".gz")}
+    assert {n: written["pics.zip", 2][0][n] for n in shards} == shards
+    cfg = data_cfg(name="folder", folder={
+        "path": str(folder), "crop": None, "resize": 16, "test_fraction": 0.0})
     split = load_source(cfg).splits["train"]
     assert isinstance(split, ParallelSplit)
     per_file = [example for example, _ in split.decode(split.items)]
     assert [e is None for e in per_file] == [i == 1 for i in range(7)]
-    shards = shard_samples(tmp_path / "out1", "train")
+    out = tmp_path / "out-pics-1"
+    shards = shard_samples(out, "train")
     assert shards == [[e[0].tobytes() for e in per_file[s::3] if e is not None] for s in range(3)]
-    meta = written[1][1]
+    meta = written["pics", 1][1]
     assert meta.shard_counts == {"train": [3, 1, 2]} and meta.counts == {"train": 6}
-    assert read_meta(tmp_path / "out1").shard_counts == meta.shard_counts
+    assert read_meta(out).shard_counts == meta.shard_counts
     # Uneven shards stream whole: every sample once per epoch.
-    stream = training_stream(tmp_path / "out1", 6, seed=0).take(1)
+    stream = training_stream(out, 6, seed=0).take(1)
     got = sorted(to_bytes(x) for x in next(iter(stream)).numpy())
     assert got == sorted(e[0].tobytes() for e in per_file if e is not None)
 

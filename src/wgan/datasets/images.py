@@ -7,9 +7,8 @@ order depends on listing order or on the number of workers. Each split is a
 :class:`wgan.prepared.ParallelSplit`: a worker process decodes the files of one shard
 and writes it. Each image is centre-cropped, converted to RGB and resized. Plain JPEGs
 (CelebA's kind) decode through libjpeg-turbo directly, every other file through
-Pillow; both give the same pixels. Files that cannot be used
-(corrupt, truncated, not an image, smaller than the crop) are skipped and listed in
-``Source.report``.
+Pillow; both give the same pixels. Files that cannot be used (corrupt, truncated, not
+an image, smaller than the crop) are skipped and listed in ``Source.report``.
 
 Each ``sha256`` entry of a folder covers one split: the sha256 of the
 ``sha256sum``-style lines (``<digest>  <name>``) of its files, hashed by the
@@ -267,6 +266,8 @@ def _split(
     recipe: _Recipe, names: list[str], workers: int, report: dict[str, Any],
     sha256: dict[str, str], key: str,
 ) -> ParallelSplit:
+    """``names`` as a split written by ``workers`` processes; the parent records the
+    skipped files in ``report`` and the manifest hash in ``sha256[key]``."""
     return ParallelSplit(names, functools.partial(_decode_files, recipe),
                          functools.partial(_finish, names, report, sha256, key), workers)
 
