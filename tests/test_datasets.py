@@ -7,6 +7,7 @@ an HTTP server on 127.0.0.1) are built here in ``tmp_path``; nothing is download
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -18,8 +19,11 @@ import pickle
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -822,6 +826,115 @@ def test_a_killed_prepare_worker_fails_with_a_hint_and_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="train: a prepare worker process died.*data.workers"):
         write_prepared(source, tmp_path / "out", shards=2, params={})
     assert list(tmp_path.iterdir()) == []
+
+
+def fail_or_crawl(items: list[str]):
+    """A ``ParallelSplit.decode``: item ``"bug"`` raises; every other item takes 10 ms and
+    leaves a file named after it, so a test can count how far a worker got."""
+    for item in items:
+        if item == "bug":
+            raise KeyError("a bug in decode")
+        time.sleep(0.01)
+        Path(item).touch()
+        yield (np.zeros(2, np.uint8), None), item
+
+
+def test_a_failing_shard_stops_the_other_workers_and_names_its_shard(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    items = ["bug"] + [str(marks / f"{i}") for i in range(1000)]  # shard 0 fails at once
+    split = ParallelSplit(items, fail_or_crawl, lambda notes: None, workers=2)
+    source = Source("x", (2,), None, {"train": split}, {}, size_hints={"train": len(items)})
+    with pytest.raises(KeyError, match="a bug in decode") as err:
+        write_prepared(source, tmp_path / "out", shards=2, params={})
+    assert "while writing train-00000-of-00002.tfrecord.gz" in err.value.__notes__
+    # Without the stop the other worker would go on through its 500 items (5 s).
+    assert len(list(marks.iterdir())) < 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["marks"]
+
+
+PREPARE_FOREVER = """
+import os, sys, time
+import numpy as np
+import tensorflow as tf
+from wgan.prepared import ParallelSplit, Source, write_prepared
+tf.reduce_sum(tf.ones(3)).numpy()  # the TensorFlow runtime is up before the workers fork
+
+def crawl(items):
+    print(os.getpid(), flush=True)
+    for item in items:
+        time.sleep(0.05)
+        yield (np.zeros(2, np.uint8), None), item
+
+split = ParallelSplit(list(range(4000)), crawl, lambda notes: None, workers=2)
+source = Source("x", (2,), None, {"train": split}, {}, size_hints={"train": 4000})
+write_prepared(source, sys.argv[1], shards=4, params={})
+"""
+
+
+def start_prepare_forever(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    """A real prepare in its own process group; returns it once both workers are decoding."""
+    proc = subprocess.Popen([sys.executable, "-c", PREPARE_FOREVER, str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    workers = [int(proc.stdout.readline()) for _ in range(2)]
+    return proc, workers
+
+
+def gone(pid: int, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if Path(f"/proc/{pid}/stat").is_file() and \
+                Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads worker states from /proc")
+def test_prepare_workers_exit_when_their_parent_is_killed(tmp_path):
+    proc, workers = start_prepare_forever(tmp_path)
+    proc.kill()
+    proc.wait()
+    try:
+        assert all(gone(pid) for pid in workers)
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_ctrl_c_twice_stops_prepare_and_leaves_nothing(tmp_path):
+    proc, _ = start_prepare_forever(tmp_path)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+        time.sleep(0.5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) != 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_training_stream_refuses_a_pipeline_without_samples(tmp_path):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in range(4):  # files 1 and 3 are unreadable: shard counts [1, 0, 1, 0]
+        payload = b"corrupt" * 9 if i % 2 else encoded(photo(i, (20, 24)), "PNG")
+        (folder / f"{i}.png").write_bytes(payload)
+    cfg = data_cfg(name="folder", folder={
+        "path": str(folder), "crop": None, "resize": 16, "test_fraction": 0.0})
+    meta = write_prepared(load_source(cfg), tmp_path / "out", shards=4, params={})
+    assert meta.shard_counts == {"train": [1, 0, 1, 0]}
+    second = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
+                                        num_replicas_in_sync=2)
+    with pytest.raises(ValueError, match="input pipeline 1 .* hold no samples; lower data.shards"):
+        training_stream(tmp_path / "out", 4, seed=0, input_context=second)
 
 
 def test_meta_without_shard_counts_asks_for_a_new_prepare(tmp_path):

@@ -4,7 +4,8 @@ Layout of ``data/prepared/<name>/``::
 
     train-00000-of-000NN.tfrecord.gz ...   GZIP TFRecord shards (see below)
     test-00000-of-000MM.tfrecord.gz  ...   (when the dataset has a test split)
-    meta.json                              dataset, shape, counts, num_classes, sha256, params
+    meta.json                              dataset, shape, counts, shard_counts, num_classes,
+                                           sha256, params (and, for images, report)
 
 Each record is a ``tf.train.Example`` with ``x``: the raw bytes of one uint8 sample
 (HWC order for images, length-L 0/1 for masks) and, for labelled data, ``y``: int64.
@@ -23,7 +24,8 @@ item leaves no record, so ``meta.json`` lists every shard's count (``shard_count
 
 Writes are atomic: shards and ``meta.json`` go to a hidden temporary sibling that is
 renamed into place only when complete, so a killed prepare leaves nothing that looks
-finished. Readers use :func:`read_meta` and :func:`make_dataset` only.
+finished. Readers use :func:`read_meta`, :func:`make_dataset`, :func:`training_stream`
+and :func:`read_numpy` only.
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import multiprocessing
 import os
 import shutil
+import signal
 import struct
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +208,26 @@ def _decoded(decode: Callable, items: list, notes: list) -> Iterator[Example]:
             yield example
 
 
+_stop: Any = None  # in a worker: the pool's multiprocessing.Event, set to abandon its shard
+
+
+def _start_worker(stop: Any) -> None:
+    """Worker set-up. Ctrl-C is the parent's to handle (it sets ``stop``), and a worker
+    exits when the parent dies: an executor's idle worker would otherwise wait on its
+    call queue forever."""
+    global _stop
+    _stop = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()
+    os._exit(1)
+
+
 def _write_shard(
     decode: Callable, shape: tuple[int, ...], compression_level: int, path: Path, items: list,
 ) -> tuple[int, list]:
@@ -210,6 +235,8 @@ def _write_shard(
     notes: list = []
     with _ShardFile(path, compression_level) as shard:
         for record in _serialized(path.name, _decoded(decode, items, notes), shape):
+            if _stop.is_set():
+                break  # the parent failed or was interrupted: the shard is thrown away
             shard.write(record)
     return shard.count, notes
 
@@ -219,21 +246,40 @@ def _write_parallel(
     compression_level: int,
 ) -> list[int]:
     """One worker process per shard (at most ``source.workers`` at a time): no sample
-    crosses a process boundary, and the files do not depend on the number of workers."""
+    crosses a process boundary, and the files do not depend on the number of workers.
+    The first failure, or Ctrl-C, stops every worker within one sample."""
     paths = [directory / shard_name(split, s, shards) for s in range(shards)]
     parts = [source.items[s::shards] for s in range(shards)]
     task = functools.partial(_write_shard, source.decode, shape, compression_level)
+    stop = multiprocessing.Event()
+    pool = ProcessPoolExecutor(max(1, min(source.workers, shards)), initializer=_start_worker,
+                               initargs=(stop,))
     try:
-        with ProcessPoolExecutor(max(1, min(source.workers, shards))) as pool:
-            done = list(pool.map(task, paths, parts))
-    except BrokenProcessPool as err:  # multiprocessing.Pool would wait for it forever
-        raise RuntimeError(f"{split}: a prepare worker process died ({err}); if it ran out "
-                           "of memory, lower data.workers") from err
+        futures = [pool.submit(task, path, part) for path, part in zip(paths, parts, strict=True)]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for path, future in zip(paths, futures, strict=True):
+            if future.done() and future.exception() is not None:
+                _raise_for(split, path, future.exception())
+        done = [future.result() for future in futures]
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)
     notes: list = [None] * len(source.items)
     for s, (_, shard_notes) in enumerate(done):
         notes[s::shards] = shard_notes
     source.finish(notes)
     return [count for count, _ in done]
+
+
+def _raise_for(split: str, path: Path, err: BaseException) -> None:
+    if isinstance(err, BrokenProcessPool):  # multiprocessing.Pool would wait forever
+        raise RuntimeError(
+            f"{split}: a prepare worker process died ({err}); if it ran out of memory, lower "
+            "data.workers (or it raised an exception that cannot be unpickled)") from err
+    err.add_note(f"while writing {path.name}")
+    raise err
 
 
 def write_prepared(source: Source, out_dir: str | Path, shards: int, params: dict) -> PreparedMeta:
@@ -451,8 +497,12 @@ def training_stream(
     if len(files) < pipelines:
         raise ValueError(f"{prepared_dir}: {len(files)} {split} shards cannot be split over "
                          f"{pipelines} workers; raise data.shards and re-run prepare")
-    samples = tf.constant(_load_split(files[pipeline_id::pipelines], meta,
-                                      sum(sizes[pipeline_id::pipelines])))
+    count = sum(sizes[pipeline_id::pipelines])
+    if count == 0:
+        raise ValueError(f"{prepared_dir}: the {split} shards of input pipeline {pipeline_id} "
+                         f"(every {pipelines}th from shard {pipeline_id}) hold no samples; "
+                         "lower data.shards and re-run prepare")
+    samples = tf.constant(_load_split(files[pipeline_id::pipelines], meta, count))
     n = int(samples.shape[0])
 
     def index(i):

@@ -222,7 +222,7 @@ def _process(
             with Image.open(io.BytesIO(data), formats=_FORMATS) as img:
                 out = _crop_resize(img, recipe)
         except Image.UnidentifiedImageError:  # its message holds an address: not reproducible
-            return "not a readable image (no format Pillow reads)", digest
+            return "not a readable image (Pillow cannot identify it)", digest
         except _BAD_IMAGE as err:
             return f"not a readable image ({type(err).__name__}: {err})", digest
     return out, digest
