@@ -120,11 +120,15 @@ class Source:
 class PreparedMeta:
     dataset: str
     shape: tuple[int, ...]
-    counts: dict[str, int]
+    shard_counts: dict[str, list[int]]
     num_classes: int | None
     sha256: dict[str, str]
     params: dict[str, Any]
-    shard_counts: dict[str, list[int]]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Samples per split (meta.json also stores them, for outside tools)."""
+        return {split: sum(c) for split, c in self.shard_counts.items()}
 
     @property
     def is_image(self) -> bool:
@@ -306,7 +310,6 @@ def write_prepared(source: Source, out_dir: str | Path, shards: int, params: dic
         meta = PreparedMeta(
             dataset=source.name,
             shape=tuple(source.shape),
-            counts={split: sum(c) for split, c in shard_counts.items()},
             num_classes=source.num_classes,
             sha256=source.sha256,
             params=params,
@@ -360,7 +363,6 @@ def read_meta(prepared_dir: str | Path) -> PreparedMeta:
     return PreparedMeta(
         dataset=raw["dataset"],
         shape=tuple(raw["shape"]),
-        counts=raw["counts"],
         num_classes=raw["num_classes"],
         sha256=raw["sha256"],
         params=raw["params"],
