@@ -861,7 +861,7 @@ from wgan.prepared import ParallelSplit, Source, write_prepared
 tf.reduce_sum(tf.ones(3)).numpy()  # the TensorFlow runtime is up before the workers fork
 
 def crawl(items):
-    print(os.getpid(), flush=True)
+    os.write(1, f"{os.getpid()}\\n".encode())  # one write: two workers share the pipe
     for item in items:
         time.sleep(0.05)
         yield (np.zeros(2, np.uint8), None), item
