@@ -848,13 +848,13 @@ def test_a_failing_shard_stops_the_other_workers_and_names_its_shard(tmp_path):
     with pytest.raises(KeyError, match="a bug in decode") as err:
         write_prepared(source, tmp_path / "out", shards=2, params={})
     assert "while writing train-00000-of-00002.tfrecord.gz" in err.value.__notes__
-    # Without the stop the other worker would go on through its 500 items (5 s).
-    assert len(list(marks.iterdir())) < 100
+    # Without the stop the other worker would go on through all of its 500 items (5 s).
+    assert len(list(marks.iterdir())) < 400
     assert sorted(p.name for p in tmp_path.iterdir()) == ["marks"]
 
 
 PREPARE_FOREVER = """
-import os, sys, time
+import multiprocessing, os, sys, time
 import numpy as np
 import tensorflow as tf
 from wgan.prepared import ParallelSplit, Source, write_prepared
@@ -863,12 +863,16 @@ tf.reduce_sum(tf.ones(3)).numpy()  # the TensorFlow runtime is up before the wor
 def crawl(items):
     os.write(1, f"{os.getpid()}\\n".encode())  # one write: two workers share the pipe
     for item in items:
-        time.sleep(0.05)
+        time.sleep(0.5)
         yield (np.zeros(2, np.uint8), None), item
 
 split = ParallelSplit(list(range(4000)), crawl, lambda notes: None, workers=2)
 source = Source("x", (2,), None, {"train": split}, {}, size_hints={"train": 4000})
-write_prepared(source, sys.argv[1], shards=4, params={})
+try:
+    write_prepared(source, sys.argv[1], shards=4, params={})
+except KeyboardInterrupt:
+    os.write(1, f"workers alive: {len(multiprocessing.active_children())}\\n".encode())
+    raise
 """
 
 
@@ -907,17 +911,21 @@ def test_prepare_workers_exit_when_their_parent_is_killed(tmp_path):
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_ctrl_c_twice_stops_prepare_and_leaves_nothing(tmp_path):
+def test_ctrl_c_twice_waits_for_the_workers_and_leaves_nothing(tmp_path):
     proc, _ = start_prepare_forever(tmp_path)
     try:
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
-        time.sleep(0.5)
+        time.sleep(0.2)  # the parent is waiting for the workers to end their 0.5 s sample
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=60) != 0
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode != 0
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+    # Had the second Ctrl-C cut that wait short, the temporary directory would be removed
+    # under live workers that still write into it.
+    assert out.splitlines()[-1] == "workers alive: 0"
     assert list(tmp_path.iterdir()) == []
 
 

@@ -269,12 +269,30 @@ def _write_parallel(
         stop.set()
         raise
     finally:
-        pool.shutdown(cancel_futures=True)
+        _shut_down(pool)
     notes: list = [None] * len(source.items)
     for s, (_, shard_notes) in enumerate(done):
         notes[s::shards] = shard_notes
     source.finish(notes)
     return [count for count, _ in done]
+
+
+def _shut_down(pool: ProcessPoolExecutor) -> None:
+    """Wait for the workers, holding back Ctrl-C until they are gone: they write into the
+    temporary directory that the caller removes next. (Retrying an interrupted wait is no
+    substitute: on Python 3.11 a ``Thread.join`` cut short by Ctrl-C marks the thread as
+    stopped, so the retry returns at once.)"""
+    if threading.current_thread() is not threading.main_thread():  # only it gets signals
+        pool.shutdown(cancel_futures=True)
+        return
+    interrupted = []
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    try:
+        pool.shutdown(cancel_futures=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _raise_for(split: str, path: Path, err: BaseException) -> None:
