@@ -4,9 +4,13 @@ That lets MirroredStrategy(["/cpu:0", "/cpu:1"]) run two real replicas on a CPU-
 machine, which is how the distributed tests check loss scaling and gradient sums.
 """
 
+import contextlib
+import json
 import os
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -59,11 +63,41 @@ def write_digit_dataset(path: Path, n_train: int = 64, n_test: int = 32) -> Path
     return path
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for local TF clusters)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def cluster_hosts(n: int) -> list[str]:
+    """``n`` distinct ``127.0.0.1:port`` addresses that were free a moment ago (a local TF
+    cluster); the sockets stay open until all are chosen, so no two workers share a port."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+
+
+def tf_config(hosts: list[str], index: int) -> str:
+    """The ``TF_CONFIG`` of worker ``index`` of a cluster of ``hosts``."""
+    return json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+
+
+def run_cluster(workers: list[dict], logs: Path, timeout: float) -> list[str]:
+    """Run a cluster's worker processes (``Popen`` keyword arguments each) at once; return
+    each one's stderr. Output goes to files under ``logs``, so no unread pipe can stall a
+    worker that the others wait for in a collective; if one fails, the rest are killed."""
+    logs.mkdir(parents=True, exist_ok=True)
+    errs = [logs / f"worker-{i}.err" for i in range(len(workers))]
+    procs: list[subprocess.Popen] = []
+    try:
+        for i, kwargs in enumerate(workers):
+            with open(logs / f"worker-{i}.out", "w") as out, open(errs[i], "w") as err:
+                procs.append(subprocess.Popen(**kwargs, stdout=out, stderr=err))
+        deadline = time.monotonic() + timeout
+        for i, proc in enumerate(procs):
+            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            assert code == 0, f"worker {i} exited with {code}:\n{errs[i].read_text()[-2000:]}"
+    finally:
+        for proc in procs:
+            proc.kill()  # a no-op for a worker that has exited
+            proc.wait()
+    return [err.read_text() for err in errs]
 
 
 def write_params(directory: Path, **sections) -> Path:

@@ -98,6 +98,22 @@ def _write_images(folder: Path, n: int) -> None:
         Image.fromarray(pixels).save(folder / f"{i:05d}.jpg", quality=90)
 
 
+def _kill_while_writing(proc: subprocess.Popen, out: Path) -> None:
+    """SIGKILL a prepare as soon as its first shard file exists, checking (with SIGSTOP
+    first) that the kill really lands before the output is complete."""
+    deadline = time.time() + 120
+    while not list(out.parent.glob(f".{out.name}.tmp-*/train-*")) and time.time() < deadline:
+        assert proc.poll() is None, "prepare ended before writing a shard"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        tmp = list(out.parent.glob(f".{out.name}.tmp-*"))
+        assert tmp and not (tmp[0] / "meta.json").exists(), "the kill came too late"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
 def test_killed_prepare_leaves_no_complete_looking_output(tmp_path):
     _write_images(tmp_path / "data/raw/images", 3000)
     write_params(tmp_path, data={"name": "folder", "shards": 2, "workers": 1,
@@ -106,14 +122,7 @@ def test_killed_prepare_leaves_no_complete_looking_output(tmp_path):
                                             "test_fraction": 0.1}})
     out = tmp_path / "data/prepared/folder"
     cmd = [sys.executable, str(ROOT / "stages/prepare.py"), str(out)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(ROOT), stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not list(out.parent.glob(".folder.tmp-*/train-*")) and time.time() < deadline:
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.02)
-    time.sleep(0.3)  # well inside the writing of the shards
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_while_writing(subprocess.Popen(cmd, cwd=tmp_path, env=_env(ROOT)), out)
     assert not out.exists()
 
     # A complete run succeeds; a second killed run leaves that complete output untouched.
@@ -122,10 +131,7 @@ def test_killed_prepare_leaves_no_complete_looking_output(tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["counts"]["train"] + meta["counts"]["test"] == 3000
     before = sorted((p.name, p.stat().st_size) for p in out.iterdir())
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(ROOT), stderr=subprocess.PIPE)
-    time.sleep(3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_while_writing(subprocess.Popen(cmd, cwd=tmp_path, env=_env(ROOT)), out)
     assert sorted((p.name, p.stat().st_size) for p in out.iterdir()) == before
 
 

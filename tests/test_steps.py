@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import free_port
+from conftest import cluster_hosts, run_cluster, tf_config
 from step_harness import run_steps, tiny_params
 
 import wgan.steps as steps_module
@@ -172,17 +172,10 @@ def test_two_worker_cluster_matches_single_process(tmp_path):
     single = subprocess.run([sys.executable, str(harness), "wgan-gp", str(tmp_path / "single")],
                             env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
-    workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
-    procs = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        procs.append(subprocess.Popen(
-            [sys.executable, str(harness), "wgan-gp", str(tmp_path / "cluster")],
-            env={**env, "TF_CONFIG": json.dumps(tf_config)},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-2000:]
+    hosts = cluster_hosts(2)
+    command = [sys.executable, str(harness), "wgan-gp", str(tmp_path / "cluster")]
+    run_cluster([{"args": command, "env": {**env, "TF_CONFIG": tf_config(hosts, i)}}
+                 for i in range(2)], tmp_path / "logs", timeout=300)
     ref = np.load(tmp_path / "single-0.npz")
     info = json.loads((tmp_path / "cluster-0.json").read_text())
     assert info["replicas"] == 2

@@ -13,7 +13,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, TINY_MODEL, TINY_TRAIN, free_port, write_params
+from conftest import (
+    ROOT,
+    TINY_MODEL,
+    TINY_TRAIN,
+    cluster_hosts,
+    run_cluster,
+    tf_config,
+    write_params,
+)
 from PIL import Image
 
 from wgan.config import parse_params
@@ -124,16 +132,11 @@ def _workdir(path: Path, digits: Path, **train) -> Path:
 
 def _cluster(workdirs: list[Path]) -> list[str]:
     """The train stage as a local cluster, worker i in ``workdirs[i]``; each one's stderr."""
-    hosts = [f"127.0.0.1:{free_port()}" for _ in workdirs]
-    procs = [_run_stage(work, TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
-                                                     "task": {"type": "worker", "index": i}}))
-             for i, work in enumerate(workdirs)]
-    errs = []
-    for proc in procs:
-        _, err = proc.communicate(timeout=240)
-        assert proc.returncode == 0, err[-2000:]
-        errs.append(err)
-    return errs
+    hosts = cluster_hosts(len(workdirs))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    workers = [{"args": STAGE, "cwd": work, "env": {**env, "TF_CONFIG": tf_config(hosts, i)}}
+               for i, work in enumerate(workdirs)]
+    return run_cluster(workers, workdirs[0].parent / f"logs-{workdirs[0].name}", timeout=240)
 
 
 def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path, digits):
@@ -147,7 +150,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path, digits):
         write_params(work, train=train_cfg, model=TINY_MODEL)
         runs[name] = work
     straight = _run_stage(runs["straight"])
-    assert straight.wait(timeout=600) == 0, straight.stderr.read()[-2000:]
+    _, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err[-2000:]
 
     killed = _run_stage(runs["killed"])
     # The manager's state file names ckpt-4 only once its files are complete (written
