@@ -53,7 +53,7 @@ def _weights(path: Path) -> list[np.ndarray]:
 def _tensorboard(logdir: Path) -> tuple[dict, list[int]]:
     """{(tag, step): scalar} and the steps of the image summaries in ``logdir``'s events."""
     scalars, images = {}, []
-    for path in sorted(logdir.glob("events.out.tfevents.*")):
+    for path in sorted(logdir.rglob("events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for value in event.summary.value:
                 if value.tag == "fixed_noise_samples":
@@ -238,6 +238,38 @@ def test_checkpoint_from_other_params_is_not_resumed(tmp_path, digits, capsys):
     meta = read_meta(digits)
     assert fingerprint(_params(steps=2), meta) == fingerprint(_params(steps=9, log_every=1), meta)
     assert fingerprint(_params(), meta) != fingerprint(_params(**{"lambda": 5.0}), meta)
+
+
+def test_lowering_steps_after_a_run_starts_fresh_with_the_shorter_runs_weights(
+        tmp_path, digits, capsys):
+    straight = TrainOutputs.under(tmp_path / "straight")
+    train(_params(steps=4), digits, straight)
+    out = TrainOutputs.under(tmp_path / "lowered")
+    train(_params(steps=6), digits, out)
+    summary = train(_params(steps=4), digits, out)  # as `dvc exp run -S train.steps=4`
+    assert "is 6 steps in, past train.steps=4; starting fresh" in capsys.readouterr().err
+    assert summary["steps"] == 4
+    assert [int(r.split("\t")[0]) for r in out.curves.read_text().splitlines()[1:]] == [
+        1, 2, 3, 4]
+    for model in ("generator.keras", "critic.keras"):
+        for a, b in zip(_weights(straight.models / model), _weights(out.models / model),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_each_configuration_is_its_own_tensorboard_run(tmp_path, digits):
+    out = TrainOutputs.under(tmp_path)
+    train(_params(steps=2), digits, out)
+    train(_params(steps=2, variant="wgan"), digits, out)
+    runs = sorted(out.logs.iterdir())
+    assert sorted(run.name.rsplit("-", 1)[0] for run in runs) == ["wgan", "wgan-gp"]
+    # A fresh start of a configuration replaces its run's events instead of adding to them.
+    gp = next(run for run in runs if run.name.startswith("wgan-gp-"))
+    shutil.rmtree(out.checkpoints)
+    train(_params(steps=2), digits, out)
+    assert len(list(gp.glob("events.out.tfevents.*"))) == 1
+    scalars, images = _tensorboard(gp)
+    assert sorted({step for _, step in scalars}) == [1, 2] and images == [2]
 
 
 def test_first_non_finite_names_the_weight():

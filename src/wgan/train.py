@@ -108,21 +108,30 @@ def first_non_finite(variables: list) -> str | None:
 
 
 def _restore_or_start(manager: tf.train.CheckpointManager, directory: Path,
-                      expected: str) -> None:
-    """Resume from the newest checkpoint written under the same fingerprint, else start fresh."""
+                      expected: str, steps: int) -> None:
+    """Resume from the newest checkpoint written under the same fingerprint, else start fresh.
+
+    A checkpoint past ``steps`` (``train.steps`` lowered after a run) cannot give the
+    shorter run's weights, so that run starts fresh too.
+    """
     stamp = directory / "fingerprint.json"
     found = json.loads(stamp.read_text())["fingerprint"] if stamp.is_file() else None
-    if manager.latest_checkpoint and found == expected:
-        manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        _say(f"resuming from {manager.latest_checkpoint}")
-        return
-    if manager.latest_checkpoint:
+    latest = manager.latest_checkpoint
+    if latest and found == expected:
+        at = int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+        if at <= steps:
+            manager.checkpoint.restore(latest).assert_existing_objects_matched()
+            _say(f"resuming from {latest}")
+            return
+        _say(f"checkpoint {latest} is {at} steps in, past train.steps={steps}; "
+             "starting fresh (it is replaced at the first save)")
+    elif latest:
         _say(f"checkpoint in {directory} was written under different params; "
-                 "starting fresh (it is replaced at the first save)")
-        for path in manager.checkpoints:
-            for file in Path(path).parent.glob(Path(path).name + ".*"):
-                file.unlink()
-        (directory / "checkpoint").unlink(missing_ok=True)
+             "starting fresh (it is replaced at the first save)")
+    for path in manager.checkpoints:
+        for file in Path(path).parent.glob(Path(path).name + ".*"):
+            file.unlink()
+    (directory / "checkpoint").unlink(missing_ok=True)
     shutil.rmtree(directory / _GRIDS, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"fingerprint": expected}))
@@ -208,7 +217,8 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
         tracked["ema_generator"] = ema_generator
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(**tracked), str(out.checkpoints),
                                          max_to_keep=2)
-    _restore_or_start(manager, out.checkpoints, fingerprint(params, meta))
+    run_id = fingerprint(params, meta)
+    _restore_or_start(manager, out.checkpoints, run_id, cfg.steps)
     broadcast_from_chief(strategy, _checkpointed_variables(tracked))
     start = int(step.numpy())
     grids = out.checkpoints / _GRIDS
@@ -226,7 +236,9 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
                              ema=ema_generator.weights if ema_generator else None)
     sampler = ema_generator or generator
     fixed_z = tf.random.stateless_normal([100, z_dim], seed=[params.seed, 7])
-    log = TrainingLog(out.curves, out.logs, resume_at=start, chief=is_chief())
+    # One TensorBoard run per configuration, so experiments do not pile into one curve.
+    log = TrainingLog(out.curves, out.logs / f"{cfg.variant}-{run_id[:8]}", resume_at=start,
+                      chief=is_chief())
 
     def fixed_samples() -> np.ndarray:
         return to_uint8(sampler(fixed_z, training=False).numpy(), meta.is_image)

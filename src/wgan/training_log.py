@@ -8,6 +8,7 @@ non-finite value, which is how the NaN guard names the step and the loss.
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,8 @@ class TrainingLog:
         self.last: dict[str, float] = {}
         self.chief = chief
         self._keep_rows_up_to(resume_at)
+        if chief and resume_at == 0:  # a fresh start replaces the run's old events
+            shutil.rmtree(logdir, ignore_errors=True)
         self.writer = tf.summary.create_file_writer(str(logdir)) if chief else None
         self._scalars = _scalar_writer(self.writer) if chief else None
 
