@@ -220,6 +220,10 @@ def test_a_forced_rerun_of_a_finished_run_writes_every_output_again(tmp_path, di
     assert out.checkpoints.parent == out.models and any(out.checkpoints.iterdir())
     second = train(_params(), digits, out)
     assert second["steps"] == first["steps"] == 6
+    # The time and throughput are the whole run's, carried in the checkpoint, not the
+    # few milliseconds of this no-op session.
+    for key in ("wall_time_s", "images_per_s"):
+        assert second[key] == pytest.approx(first[key], rel=0.2), key
     for key in ("critic_loss", "generator_loss", "wasserstein", "penalty"):
         assert second[key] == pytest.approx(first[key], rel=1e-5), key
     assert sorted(p.name for p in out.progress.iterdir()) == [
@@ -232,8 +236,13 @@ def test_checkpoint_from_other_params_is_not_resumed(tmp_path, digits, capsys):
     out = TrainOutputs.under(tmp_path)
     train(_params(steps=2), digits, out)
     summary = train(_params(steps=2, **{"lambda": 5.0}), digits, out)
-    assert "different params; starting fresh" in capsys.readouterr().err
+    assert "different params (or by an older version); starting fresh" in capsys.readouterr().err
     assert summary["steps"] == 2
+    # A checkpoint of an older layout (its stamp without "layout") is not resumed either.
+    stamp = out.checkpoints / "fingerprint.json"
+    stamp.write_text(json.dumps({"fingerprint": json.loads(stamp.read_text())["fingerprint"]}))
+    train(_params(steps=2, **{"lambda": 5.0}), digits, out)
+    assert "older version); starting fresh" in capsys.readouterr().err
     # Changing only how the run is watched keeps the fingerprint (and allows resume).
     meta = read_meta(digits)
     assert fingerprint(_params(steps=2), meta) == fingerprint(_params(steps=9, log_every=1), meta)

@@ -40,6 +40,8 @@ __all__ = ["TrainOutputs", "NonFiniteLossError", "train", "critic_iterations", "
 _COSMETIC = ("steps", "log_every", "sample_every", "checkpoint_every", "check_every",
              "stop_when_valid", "strategy")
 _GRIDS = "grids"  # the run's fixed-noise grids, kept in its checkpoint directory
+# Raised when the checkpoint holds other objects, so that an older one is not resumed.
+_CHECKPOINT_LAYOUT = 2
 
 
 def _say(message: str) -> None:
@@ -114,10 +116,11 @@ def _restore_or_start(manager: tf.train.CheckpointManager, directory: Path,
     A checkpoint past ``steps`` (``train.steps`` lowered after a run) cannot give the
     shorter run's weights, so that run starts fresh too.
     """
-    stamp = directory / "fingerprint.json"
-    found = json.loads(stamp.read_text())["fingerprint"] if stamp.is_file() else None
+    stamp, want = directory / "fingerprint.json", {"fingerprint": expected,
+                                                   "layout": _CHECKPOINT_LAYOUT}
+    found = json.loads(stamp.read_text()) if stamp.is_file() else None
     latest = manager.latest_checkpoint
-    if latest and found == expected:
+    if latest and found == want:
         at = int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
         if at <= steps:
             manager.checkpoint.restore(latest).assert_existing_objects_matched()
@@ -126,15 +129,15 @@ def _restore_or_start(manager: tf.train.CheckpointManager, directory: Path,
         _say(f"checkpoint {latest} is {at} steps in, past train.steps={steps}; "
              "starting fresh (it is replaced at the first save)")
     elif latest:
-        _say(f"checkpoint in {directory} was written under different params; "
-             "starting fresh (it is replaced at the first save)")
+        _say(f"checkpoint in {directory} was written under different params (or by an "
+             "older version); starting fresh (it is replaced at the first save)")
     for path in manager.checkpoints:
         for file in Path(path).parent.glob(Path(path).name + ".*"):
             file.unlink()
     (directory / "checkpoint").unlink(missing_ok=True)
     shutil.rmtree(directory / _GRIDS, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"fingerprint": expected}))
+    stamp.write_text(json.dumps(want))
 
 
 def _grids_since_checkpoint(grids: Path, step: int) -> None:
@@ -211,8 +214,10 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
             ema_generator.set_weights(generator.get_weights())
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         examples_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples_seen")
+        # Training seconds up to the checkpoint: a resumed run reports the whole run's time.
+        seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
     tracked = dict(generator=generator, critic=critic, g_opt=g_opt, c_opt=c_opt, step=step,
-                   examples_seen=examples_seen)
+                   examples_seen=examples_seen, train_seconds=seconds)
     if ema_generator is not None:
         tracked["ema_generator"] = ema_generator
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(**tracked), str(out.checkpoints),
@@ -261,10 +266,15 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
         bad = first_non_finite([*generator.weights, *critic.weights])
         if bad:
             raise stop(f"step {at}: weight {bad} is not finite (the losses were), not saved")
+        seconds.assign(elapsed())
         manager.save(checkpoint_number=at)
 
     # -- loop ---------------------------------------------------------------------------
-    t0, seen0 = time.perf_counter(), int(examples_seen.numpy())
+    t0, seconds0 = time.perf_counter(), float(seconds.numpy())
+
+    def elapsed() -> float:
+        return seconds0 + time.perf_counter() - t0
+
     bar = tqdm(total=cfg.steps, initial=start, unit="step", disable=not is_chief(),
                dynamic_ncols=True)
     stopped_early = False
@@ -302,7 +312,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
                 stopped_early = True
                 break
     bar.close()
-    wall = time.perf_counter() - t0
+    wall = elapsed()
     last_grid = grids / f"grid-{int(step.numpy()):06d}.png"
     if not last_grid.exists():  # stopped early between grids, or a run from before grids/
         save_png(sample_grid(fixed_samples()), last_grid, scale=2)
@@ -325,7 +335,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
         "wasserstein": last.get("wasserstein"),
         "penalty": last.get("penalty"),
         "wall_time_s": round(wall, 3),
-        "images_per_s": round((int(examples_seen.numpy()) - seen0) / max(wall, 1e-9), 1),
+        "images_per_s": round(int(examples_seen.numpy()) / max(wall, 1e-9), 1),
         "replicas": strategy.num_replicas_in_sync,
     }
     out.metrics.parent.mkdir(parents=True, exist_ok=True)
