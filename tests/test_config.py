@@ -48,6 +48,10 @@ def test_repository_params_are_valid_and_complete():
          r"train.clip: .* only used by variant 'wgan'.* set train.clip: null"),
         ({"train": {"variant": "wgan", "lambda": 10}},
          r"train.lambda: .* only used by 'wgan-gp' and 'wgan-lp'"),
+        ({"train": {"variant": "wgan", "beta1": 0.9}},
+         r"train.beta1: .* only used by optimizer 'adam', but the optimizer is 'rmsprop'"),
+        ({"train": {"optimizer": "rmsprop", "beta2": 0.99}},
+         r"train.beta2: .* set train.beta2: null or train.optimizer: adam"),
         ({"train": {"variant": "wgan-lp"}, "model": {"critic_norm": "batch"}},
          r"model.critic_norm: 'batch' breaks the per-sample gradient penalty"),
         ({"data": {"name": "mask"}, "model": {"arch": "dcgan"}}, r"model.arch: 'dcgan' cannot"),
@@ -105,6 +109,9 @@ def test_user_values_win_over_variant_defaults():
     train = resolve_train(parse_params({"train": {"lambda": 3}}).train)
     assert train.penalty_weight == 3.0
     assert to_dict(train)["lambda"] == 3.0  # written back in YAML spelling
+    # RMSprop chosen over the variant's Adam: the Adam betas are not recorded as used.
+    train = resolve_train(parse_params({"train": {"variant": "gan", "optimizer": "rmsprop"}}).train)
+    assert (train.optimizer, train.lr, train.beta1, train.beta2) == ("rmsprop", 2e-4, None, None)
 
 
 def test_a_nested_override_keeps_the_sections_own_defaults():

@@ -273,6 +273,14 @@ def _check_variant_knobs(train: TrainConfig) -> None:
             f"train.lambda: value {train.penalty_weight!r} is only used by 'wgan-gp' and "
             f"'wgan-lp', but train.variant is {train.variant!r}; set train.lambda: null"
         )
+    optimizer = train.optimizer or VARIANT_DEFAULTS[train.variant]["optimizer"]
+    for key in ("beta1", "beta2"):
+        value = getattr(train, key)
+        if value is not None and optimizer != "adam":
+            raise ParamsError(
+                f"train.{key}: value {value!r} is only used by optimizer 'adam', but the "
+                f"optimizer is {optimizer!r}; set train.{key}: null or train.optimizer: adam"
+            )
 
 
 def dcgan_plan(side: int) -> tuple[int, int]:
@@ -344,6 +352,8 @@ def resolve_train(train: TrainConfig) -> TrainConfig:
             beta1=0.5 if resolved.beta1 is None else resolved.beta1,
             beta2=0.999 if resolved.beta2 is None else resolved.beta2,
         )
+    else:  # a variant's Adam betas mean nothing to RMSprop; do not record them as used
+        resolved = dataclasses.replace(resolved, beta1=None, beta2=None)
     return resolved
 
 
