@@ -48,6 +48,9 @@ def test_repository_params_are_valid_and_complete():
          r"train.clip: .* only used by variant 'wgan'.* set train.clip: null"),
         ({"train": {"variant": "wgan", "lambda": 10}},
          r"train.lambda: .* only used by 'wgan-gp' and 'wgan-lp'"),
+        ({"sample": {"n": 3}}, r"evaluate.pr_k: value 3 needs more .* min\(sample.n, "
+                               r"evaluate.n\) is 3; raise sample.n and evaluate.n"),
+        ({"evaluate": {"n": 500, "pr_k": 500}}, r"evaluate.pr_k: value 500 .* is 500"),
         ({"train": {"variant": "wgan", "beta1": 0.9}},
          r"train.beta1: .* only used by optimizer 'adam', but the optimizer is 'rmsprop'"),
         ({"train": {"optimizer": "rmsprop", "beta2": 0.99}},

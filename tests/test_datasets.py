@@ -598,6 +598,31 @@ def test_folder_hash_split_is_stable(tmp_path):
         assert a[split] == {c for c in b[split] if c[1] == 0}
 
 
+def test_folder_whose_images_are_all_skipped_names_the_reasons_and_leaves_nothing(tmp_path):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 50)).save(folder / f"{i}.png")
+    cfg = data_cfg(name="folder", folder={"path": str(folder), "crop": 100, "resize": 16,
+                                          "test_fraction": 0.0})
+    with pytest.raises(ValueError, match=r"pics\[train\]: all 3 images were skipped, e\.g\. "
+                                         r"0\.png: crop 100 is larger than the 40x50 image"):
+        write_prepared(load_source(cfg), tmp_path / "out", shards=2, params={})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pics"]
+
+
+def test_folder_without_a_train_image_names_the_test_fraction(tmp_path):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in range(2):  # both names hash into the test split at 0.9
+        Image.new("RGB", (16, 16)).save(folder / f"{i}.png")
+    cfg = data_cfg(name="folder", folder={"path": str(folder), "crop": None, "resize": 16,
+                                          "test_fraction": 0.9})
+    with pytest.raises(ValueError, match=r"all 2 images fell into the test split \(by "
+                                         r"data\.folder\.test_fraction\); lower"):
+        load_source(cfg)
+
+
 def test_folder_zip_and_missing(tmp_path):
     with zipfile.ZipFile(tmp_path / "pics.zip", "w") as zf:
         zf.writestr("deep/x/one.PNG", encoded(photo(4, (40, 30)), "PNG"))

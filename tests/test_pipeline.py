@@ -98,6 +98,16 @@ def _write_images(folder: Path, n: int) -> None:
         Image.fromarray(pixels).save(folder / f"{i:05d}.jpg", quality=90)
 
 
+def test_an_os_error_is_one_line_naming_the_path(tmp_path):
+    write_params(tmp_path)
+    (tmp_path / "blocker").write_text("a file where the output's directory should be")
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/prepare.py"), "blocker/mnist"],
+                          cwd=tmp_path, env=_env(ROOT), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert re.fullmatch(r"error: \[Errno \d+\] .*'blocker'", proc.stderr.strip().splitlines()[-1])
+
+
 def _kill_while_writing(proc: subprocess.Popen, out: Path) -> None:
     """SIGKILL a prepare as soon as its first shard file exists, checking (with SIGSTOP
     first) that the kill really lands before the output is complete."""

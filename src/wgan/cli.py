@@ -19,7 +19,7 @@ def run_stage(main: Callable[[list[str]], None], usage: str, n_args: int) -> Non
         sys.exit(f"usage: {usage}")
     try:
         main(argv)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError) as err:  # OSError names its path
         if os.environ.get("WGAN_TRACEBACK"):
             raise
         sys.exit(f"error: {err}")

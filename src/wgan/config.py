@@ -321,6 +321,13 @@ def parse_params(raw: Any) -> Params:
     params = _build(Params, raw, "")
     _check_variant_knobs(params.train)
     _check_model_fits_data(params)
+    evaluated = min(params.sample.n, params.evaluate.n)
+    if params.evaluate.pr_k >= evaluated:
+        raise ParamsError(
+            f"evaluate.pr_k: value {params.evaluate.pr_k} needs more than that many samples, "
+            f"but min(sample.n, evaluate.n) is {evaluated}; raise sample.n and evaluate.n "
+            "or lower evaluate.pr_k"
+        )
     if params.train.variant in ("wgan-gp", "wgan-lp") and params.model.critic_norm == "batch":
         raise ParamsError(
             "model.critic_norm: 'batch' breaks the per-sample gradient penalty of "

@@ -255,10 +255,15 @@ def _finish(
 ) -> None:
     """Record a consumed split's skipped files and its manifest sha256 (file order)."""
     manifest = hashlib.sha256()
+    skipped = []
     for name, (digest, reason) in zip(names, notes, strict=True):
         manifest.update(f"{digest}  {name}\n".encode())
         if reason is not None:
             _skip(report, name, reason)
+            skipped.append(f"{name}: {reason}")
+    if len(skipped) == len(names):
+        raise ValueError(f"{key}: all {len(names)} images were skipped, e.g. "
+                         f"{'; '.join(skipped[:3])}")
     sha256[key] = manifest.hexdigest()
 
 
@@ -368,6 +373,12 @@ def load(cfg: DataConfig, raw_dir: Path) -> Source:
         raise ValueError(
             f"{root}: no usable image files ({', '.join(sorted(_SUFFIXES))}) found; "
             f"skipped {report['skipped']}: {report['files'][:5]}"
+        )
+    if "train" not in splits:
+        raise ValueError(
+            f"{root}: all {len(splits['test'])} images fell into the test split (by "
+            f"{partition.name if partition else f'data.{cfg.name}.test_fraction'}); "
+            "lower the test fraction or add images"
         )
     sha256 = {partition.name: sha256_file(partition)} if partition else {}
     recipe = _Recipe(str(root), root.is_file(), folder.crop, folder.resize,
