@@ -281,6 +281,35 @@ def test_each_configuration_is_its_own_tensorboard_run(tmp_path, digits):
     assert sorted({step for _, step in scalars}) == [1, 2] and images == [2]
 
 
+SAVE_GENERATOR = """
+import sys
+import keras
+from wgan.config import parse_params
+from wgan.model_files import save_model
+from wgan.models import build_models
+keras.utils.set_random_seed(0)
+generator, _ = build_models(parse_params({"model": {"base_channels": 4, "z_dim": 8}}).model,
+                            (28, 28, 1))
+save_model(generator, sys.argv[1])
+"""
+
+
+def test_the_same_model_saves_to_the_same_bytes(tmp_path):
+    """Two processes (as two runs of the stage) save one model seconds apart: Keras writes
+    the time and id()-based shared-object ids, yet the files must be equal, or DVC would
+    re-run sample and evaluate after every train that changed nothing."""
+    paths = [tmp_path / f"{i}.keras" for i in range(2)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", SAVE_GENERATOR, str(path)], check=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    loaded = keras.models.load_model(paths[0], compile=False)
+    keras.utils.set_random_seed(0)
+    generator, _ = build_models(_params().model, (28, 28, 1))
+    z = np.random.default_rng(0).normal(size=(4, 8)).astype("float32")
+    np.testing.assert_array_equal(loaded(z, training=False), generator(z, training=False))
+
+
 def test_first_non_finite_names_the_weight():
     _, critic = build_models(_params().model, (28, 28, 1))
     assert first_non_finite(critic.weights) is None

@@ -28,6 +28,7 @@ import numpy as np
 from keras import layers
 
 from wgan.config import ClassifierConfig
+from wgan.model_files import save_model
 from wgan.prepared import make_dataset, read_meta
 
 __all__ = [
@@ -110,7 +111,7 @@ def train_classifier(prepared_dir: str | Path, classifier_dir: str | Path,
               shuffle=False, verbose=2)
     test = make_dataset(prepared_dir, "test", 1000, shuffle=False, with_labels=True)
     _, accuracy = model.evaluate(test, steps=-(-meta.counts["test"] // 1000), verbose=0)
-    model.save(classifier_dir / MODEL_FILE)
+    save_model(model, classifier_dir / MODEL_FILE)
     _write_json(classifier_dir / INFO_FILE, {
         "trained": True,
         "num_classes": meta.num_classes,

@@ -26,6 +26,7 @@ from wgan.block_conv import with_stock_layers
 from wgan.config import Params, resolve_train, to_dict
 from wgan.distribution import broadcast_from_chief, is_chief, make_strategy, per_replica_batch
 from wgan.metrics.masks import is_valid_mask
+from wgan.model_files import save_model
 from wgan.models import build_models, latent_dim, resolve_model
 from wgan.prepared import PreparedMeta, read_meta, to_uint8, training_stream
 from wgan.steps import compiles_with_xla, make_train_steps
@@ -319,8 +320,8 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
 
     # -- save -----------------------------------------------------------------------------
     out.models.mkdir(parents=True, exist_ok=True)
-    with_stock_layers(sampler).save(out.models / "generator.keras")
-    with_stock_layers(critic).save(out.models / "critic.keras")
+    save_model(with_stock_layers(sampler), out.models / "generator.keras")
+    save_model(with_stock_layers(critic), out.models / "critic.keras")
     resolved = {**to_dict(params), "model": to_dict(resolve_model(params.model, meta.shape)),
                 "train": to_dict(cfg)}
     (out.models / "train_config.json").write_text(json.dumps(resolved, indent=2))
