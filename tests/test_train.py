@@ -247,6 +247,13 @@ def test_checkpoint_from_other_params_is_not_resumed(tmp_path, digits, capsys):
     meta = read_meta(digits)
     assert fingerprint(_params(steps=2), meta) == fingerprint(_params(steps=9, log_every=1), meta)
     assert fingerprint(_params(), meta) != fingerprint(_params(**{"lambda": 5.0}), meta)
+    # Knobs the variant does not read do not force a restart; the ones it reads do.
+    assert fingerprint(_params(), meta) == fingerprint(
+        _params(lp_sampling="perturb", perturb=3.0), meta)
+    lp = {"variant": "wgan-lp", "lp_sampling": "perturb"}
+    assert fingerprint(_params(**lp), meta) != fingerprint(_params(**lp, perturb=3.0), meta)
+    assert fingerprint(_params(variant="wgan-lp"), meta) == fingerprint(
+        _params(variant="wgan-lp", perturb=3.0), meta)
 
 
 def test_lowering_steps_after_a_run_starts_fresh_with_the_shorter_runs_weights(

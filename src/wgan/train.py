@@ -86,8 +86,12 @@ def critic_iterations(step: int, n_critic: int, warmup: bool) -> int:
 def fingerprint(params: Params, meta: PreparedMeta) -> str:
     """Hash of everything that determines the weights (resolved train, model, data, seed)."""
     train = resolve_train(params.train)
-    cosmetic = [k for k in _COSMETIC if not (k == "steps" and train.lr_decay)]
-    train_dict = {k: v for k, v in to_dict(train).items() if k not in cosmetic}
+    ignored = [k for k in _COSMETIC if not (k == "steps" and train.lr_decay)]
+    if train.variant != "wgan-lp":  # knobs only wgan-lp reads must not force a restart
+        ignored += ["lp_sampling", "perturb"]
+    elif train.lp_sampling != "perturb":
+        ignored.append("perturb")
+    train_dict = {k: v for k, v in to_dict(train).items() if k not in ignored}
     blob = json.dumps({"train": train_dict, "model": to_dict(params.model), "seed": params.seed,
                        "data": meta.sha256, "data_params": meta.params}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
