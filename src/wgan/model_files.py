@@ -9,6 +9,7 @@ a new output and re-run each stage downstream of it (sample, evaluate).
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,19 +27,22 @@ def save_model(model: keras.Model, path: str | Path) -> None:
     ``keras.models.load_model`` reads the result as it reads Keras' own file."""
     path = Path(path)
     model.save(path)
-    with zipfile.ZipFile(path) as zf:
-        entries = [(info, zf.read(info)) for info in zf.infolist()]
     tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w") as zf:
-        for info, data in entries:
-            if info.filename == "metadata.json":
-                data = json.dumps({k: v for k, v in json.loads(data).items()
-                                   if k != "date_saved"}).encode()
-            elif info.filename == "config.json":
-                data = json.dumps(_numbered_shared_objects(json.loads(data))).encode()
-            zf.writestr(zipfile.ZipInfo(info.filename, date_time=_EPOCH), data,
-                        compress_type=info.compress_type)
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w") as out:
+        for info in src.infolist():
+            entry = zipfile.ZipInfo(info.filename, date_time=_EPOCH)
+            entry.compress_type = info.compress_type
+            if info.filename in _REWRITES:
+                out.writestr(entry, _REWRITES[info.filename](json.loads(src.read(info))))
+            else:  # the weights: streamed, as they can be large
+                big = info.file_size > zipfile.ZIP64_LIMIT
+                with src.open(info) as data, out.open(entry, "w", force_zip64=big) as copy:
+                    shutil.copyfileobj(data, copy, 1 << 20)
     tmp.replace(path)
+
+
+def _without_save_time(metadata: dict) -> bytes:
+    return json.dumps({k: v for k, v in metadata.items() if k != "date_saved"}).encode()
 
 
 def _numbered_shared_objects(config: Any, ids: dict[int, int] | None = None) -> Any:
@@ -51,3 +55,7 @@ def _numbered_shared_objects(config: Any, ids: dict[int, int] | None = None) -> 
     if isinstance(config, list):
         return [_numbered_shared_objects(v, ids) for v in config]
     return config
+
+
+_REWRITES = {"metadata.json": _without_save_time,
+             "config.json": lambda config: json.dumps(_numbered_shared_objects(config)).encode()}
