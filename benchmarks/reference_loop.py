@@ -22,8 +22,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from wgan.config import TrainConfig
-from wgan.models import build_models
-from wgan.train import make_optimizer
+from wgan.training_setup import build_training
 
 
 @dataclass
@@ -34,11 +33,10 @@ class ReferenceSteps:
 
 def reference_steps(model_config, shape: tuple[int, ...], cfg: TrainConfig, z_dim: int,
                     xla: bool) -> ReferenceSteps:
-    """Fresh models and optimizers with the textbook WGAN-GP steps around them."""
-    generator, critic = build_models(model_config, shape, cfg.clip)
-    g_opt, c_opt = make_optimizer(cfg), make_optimizer(cfg)
-    g_opt.build(generator.trainable_variables)
-    c_opt.build(critic.trainable_variables)
+    """Fresh models and optimizers (stock Keras layers) with the textbook WGAN-GP steps."""
+    run = build_training(model_config, cfg, shape, tf.distribute.get_strategy(), seed=0,
+                         xla_layers=False)
+    generator, critic, g_opt, c_opt = run.generator, run.critic, run.g_opt, run.c_opt
     batch, lam = cfg.batch, cfg.penalty_weight
 
     @tf.function(jit_compile=xla)

@@ -57,26 +57,16 @@ SIZES["full"] = {**SIZES["default"], "rounds": 9}
 
 
 def _build(shape, model: dict, variant: str, xla: bool, batch: int):
-    import keras
     import tensorflow as tf
 
     from wgan.config import parse_params, resolve_train
-    from wgan.models import build_models, latent_dim
-    from wgan.steps import make_train_steps
-    from wgan.train import make_optimizer
+    from wgan.training_setup import build_training
 
     params = parse_params({"train": {"variant": variant, "jit_compile": xla, "batch": batch},
                            "model": model})
     cfg = resolve_train(params.train)
-    keras.utils.set_random_seed(0)
-    strategy = tf.distribute.get_strategy()
-    generator, critic = build_models(params.model, shape, cfg.clip, xla=xla)  # as training does
-    g_opt, c_opt = make_optimizer(cfg), make_optimizer(cfg)
-    g_opt.build(generator.trainable_variables)
-    c_opt.build(critic.trainable_variables)
-    steps = make_train_steps(strategy, generator, critic, g_opt, c_opt, cfg,
-                             latent_dim(params.model, shape))
-    return cfg, steps, params
+    run = build_training(params.model, cfg, shape, tf.distribute.get_strategy(), seed=0)
+    return cfg, run.steps, params
 
 
 def _time_calls(call, rounds: int, calls: int) -> tuple[float, Gated]:

@@ -11,14 +11,11 @@ import json
 import os
 import sys
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from wgan.config import parse_params, resolve_train
-from wgan.models import build_models, latent_dim
-from wgan.steps import compiles_with_xla, make_train_steps
-from wgan.train import make_optimizer
+from wgan.training_setup import build_training
 
 SHAPE = (28, 28, 1)
 
@@ -38,15 +35,8 @@ def run_steps(strategy, variant: str, k: int = 2, stock_layers: bool = False,
     """
     params = tiny_params(variant, **train)
     cfg = resolve_train(params.train)
-    keras.utils.set_random_seed(0)
-    with strategy.scope():
-        generator, critic = build_models(params.model, SHAPE, cfg.clip,
-                                         xla=compiles_with_xla(cfg, strategy) and not stock_layers)
-        g_opt, c_opt = make_optimizer(cfg), make_optimizer(cfg)
-        g_opt.build(generator.trainable_variables)
-        c_opt.build(critic.trainable_variables)
-    steps = make_train_steps(strategy, generator, critic, g_opt, c_opt, cfg,
-                             latent_dim(params.model, SHAPE))
+    run = build_training(params.model, cfg, SHAPE, strategy, seed=0, xla_layers=not stock_layers)
+    steps, critic, generator = run.steps, run.critic, run.generator
     rng = np.random.default_rng(0)
     replicas = strategy.num_replicas_in_sync
     metrics = {}

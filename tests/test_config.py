@@ -7,13 +7,14 @@ import yaml
 
 from wgan.config import (
     ParamsError,
-    dcgan_plan,
+    ignored_knobs,
     load_params,
     parse_params,
     prepared_params,
     resolve_train,
     to_dict,
 )
+from wgan.model_geometry import dcgan_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,14 +45,10 @@ def test_repository_params_are_valid_and_complete():
         ({"data": {"celeba": {"crop": 0}}}, r"data.celeba.crop: value 0 is out of range"),
         ({"data": {"celeba": "big"}}, r"data.celeba: expected a mapping, got 'big'"),
         ({"seed": -1}, r"seed: value -1 is out of range"),
-        ({"train": {"variant": "wgan-gp", "clip": 0.01}},
-         r"train.clip: .* only used by variant 'wgan'.* set train.clip: null"),
-        ({"train": {"variant": "wgan", "lambda": 10}},
-         r"train.lambda: .* only used by 'wgan-gp' and 'wgan-lp'"),
         ({"sample": {"n": 3}}, r"evaluate.pr_k: value 3 needs more .* min\(sample.n, "
                                r"evaluate.n\) is 3; raise sample.n and evaluate.n"),
         ({"evaluate": {"n": 500, "pr_k": 500}}, r"evaluate.pr_k: value 500 .* is 500"),
-        ({"train": {"variant": "wgan", "beta1": 0.9}},
+        ({"train": {"variant": "wgan", "optimizer": "rmsprop", "beta1": 0.9}},
          r"train.beta1: .* only used by optimizer 'adam', but the optimizer is 'rmsprop'"),
         ({"train": {"optimizer": "rmsprop", "beta2": 0.99}},
          r"train.beta2: .* set train.beta2: null or train.optimizer: adam"),
@@ -138,3 +135,38 @@ def test_prepared_params_hold_only_what_decides_the_prepared_data():
 def test_every_side_the_dcgan_builds_is_a_valid_resize(side):
     parse_params({"data": {"name": "folder", "folder": {"resize": side}}})
     assert dcgan_plan(side)[0] in (4, 7)
+
+
+@pytest.mark.parametrize(
+    ("train", "ignored"),
+    [
+        # A sweep over variants × λ: λ means nothing to gan or wgan.
+        ({"variant": "gan", "lambda": 10}, {"train.lambda": 10.0}),
+        ({"variant": "wgan", "lambda": 10}, {"train.lambda": 10.0}),
+        ({"variant": "wgan-gp", "clip": 0.05}, {"train.clip": 0.05}),
+        ({"variant": "wgan-gp", "lp_sampling": "perturb", "perturb": 2.0},
+         {"train.lp_sampling": "perturb", "train.perturb": 2.0}),
+        ({"variant": "wgan-lp", "perturb": 2.0}, {"train.perturb": 2.0}),  # interpolating
+        ({"variant": "wgan", "beta1": 0.9}, {"train.beta1": 0.9}),  # wgan's RMSprop
+        ({"variant": "wgan-lp", "lp_sampling": "perturb", "perturb": 2.0, "lambda": 3}, {}),
+        ({"variant": "wgan", "clip": 0.05, "optimizer": "adam", "beta1": 0.9}, {}),
+    ],
+)
+def test_knobs_the_variant_does_not_read_are_ignored_and_listed(train, ignored):
+    params = parse_params({"train": train})
+    assert ignored_knobs(params.train) == ignored
+    resolved = to_dict(resolve_train(params.train))
+    defaults = to_dict(resolve_train(parse_params({"train": {"variant": train["variant"]}}).train))
+    for key in ignored:  # reset to what the variant alone resolves to
+        name = key.removeprefix("train.")
+        assert resolved[name] == defaults[name], key
+    for key, value in train.items():  # every value the variant reads is kept
+        if f"train.{key}" not in ignored:
+            assert resolved[key] == value, key
+
+
+def test_a_bad_value_of_a_knob_the_variant_reads_is_still_an_error():
+    with pytest.raises(ParamsError, match=r"train.lambda: value -1.0 is out of range"):
+        parse_params({"train": {"variant": "gan", "lambda": -1}})
+    with pytest.raises(ParamsError, match=r"train.clip: value -0.1 is out of range"):
+        parse_params({"train": {"variant": "wgan", "clip": -0.1}})

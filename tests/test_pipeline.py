@@ -89,6 +89,14 @@ def test_dvc_repro_then_experiment_reruns_only_what_changed(repo):
     assert "metrics/train.json" in changed and "critic_loss" in changed["metrics/train.json"]
     assert "metrics/eval.json" in changed
 
+    # A sweep over variants × λ: the workspace keeps λ = 5, which gan does not read; its
+    # run goes ahead, says so, and records it.
+    exp = _run(["dvc", "exp", "run", "-S", "train.variant=gan"], repo)
+    assert "notice: train.lambda=5.0 is not read by variant 'gan'; ignored" in exp
+    resolved = json.loads((repo / "models/train_config.json").read_text())
+    assert resolved["ignored"] == {"train.lambda": 5.0}
+    assert resolved["train"]["variant"] == "gan" and resolved["train"]["lambda"] is None
+
 
 def _write_images(folder: Path, n: int) -> None:
     folder.mkdir(parents=True)

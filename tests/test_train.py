@@ -24,18 +24,13 @@ from conftest import (
 )
 from PIL import Image
 
+from wgan.checkpoints import NonFiniteLossError, fingerprint, first_non_finite
 from wgan.config import parse_params
 from wgan.metrics.masks import is_valid_mask
 from wgan.models import build_models
 from wgan.prepared import Source, read_meta, write_prepared
-from wgan.train import (
-    NonFiniteLossError,
-    TrainOutputs,
-    critic_iterations,
-    fingerprint,
-    first_non_finite,
-    train,
-)
+from wgan.train import TrainOutputs, train
+from wgan.training_setup import critic_iterations
 
 STAGE = [sys.executable, str(ROOT / "stages/train.py"), "data/prepared/mnist", "models",
          "models/checkpoints", "metrics/train.json", "metrics/train_curves.tsv", "logs/train",

@@ -8,8 +8,10 @@ metadata (``choices``, ``min``, ``max``) so the rule and the default sit togethe
 
 ``train.lambda`` is spelled ``lambda`` in YAML (so ``dvc exp run -S train.lambda=10``
 works) and ``penalty_weight`` in code, because ``lambda`` is a Python keyword.
-Training knobs left ``null`` take the chosen variant's paper defaults
-(:data:`VARIANT_DEFAULTS`) in :func:`resolve_train`.
+What a variant reads and its paper defaults come from :data:`wgan.variants.VARIANTS`:
+:func:`resolve_train` fills the knobs left ``null`` with them and resets the knobs the
+variant does not read, which :func:`ignored_knobs` lists (a sweep over variants × λ must
+not stop at ``gan``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from typing import Any
 
 import yaml
 
+from wgan.model_geometry import dcgan_plan
+from wgan.variants import VARIANT_KNOBS, VARIANTS, get_variant
+
 __all__ = [
     "ParamsError",
     "Params",
@@ -33,31 +38,16 @@ __all__ = [
     "SampleConfig",
     "ClassifierConfig",
     "EvaluateConfig",
-    "VARIANTS",
-    "VARIANT_DEFAULTS",
     "load_params",
     "parse_params",
     "prepared_params",
-    "dcgan_plan",
     "resolve_train",
+    "ignored_knobs",
     "to_dict",
+    "yaml_name",
 ]
 
-VARIANTS = ("gan", "wgan", "wgan-gp", "wgan-lp")
 FILTERS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
-
-# Paper defaults, applied to every train knob the user left null.
-# gan: DCGAN (Radford et al. 2015, arXiv:1511.06434). wgan: Arjovsky et al. 2017
-# (arXiv:1701.07875), Algorithm 1. wgan-gp: Gulrajani et al. 2017 (arXiv:1704.00028).
-# wgan-lp: Petzka et al. 2017 (arXiv:1709.08894), same optimiser as GP.
-VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "gan": dict(optimizer="adam", lr=2e-4, beta1=0.5, beta2=0.999, n_critic=1),
-    "wgan": dict(optimizer="rmsprop", lr=5e-5, n_critic=5, clip=0.01),
-    "wgan-gp": dict(optimizer="adam", lr=1e-4, beta1=0.5, beta2=0.9, n_critic=5,
-                    penalty_weight=10.0),
-    "wgan-lp": dict(optimizer="adam", lr=1e-4, beta1=0.5, beta2=0.9, n_critic=5,
-                    penalty_weight=10.0),
-}
 
 
 class ParamsError(ValueError):
@@ -121,7 +111,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     variant: str = _choice(*VARIANTS, default="wgan-gp")
-    steps: int = _ranged(2500, 1)
+    steps: int = _ranged(2500, 1, 10**9)  # the noise seeds' layout holds up to this
     batch: int = _ranged(64, 1)
     n_critic: int | None = _ranged(None, 1, 1000)
     g_steps: int = _ranged(1, 1, 1000)
@@ -261,41 +251,26 @@ def _build(cls: type, raw: Any, path: str, base: Any = None) -> Any:
     return dataclasses.replace(base, **kwargs)
 
 
-def _check_variant_knobs(train: TrainConfig) -> None:
-    """Refuse knobs that the chosen variant would silently ignore."""
-    if train.clip is not None and train.variant != "wgan":
-        raise ParamsError(
-            f"train.clip: value {train.clip!r} is only used by variant 'wgan' (weight clipping), "
-            f"but train.variant is {train.variant!r}; set train.clip: null"
-        )
-    if train.penalty_weight is not None and train.variant not in ("wgan-gp", "wgan-lp"):
-        raise ParamsError(
-            f"train.lambda: value {train.penalty_weight!r} is only used by 'wgan-gp' and "
-            f"'wgan-lp', but train.variant is {train.variant!r}; set train.lambda: null"
-        )
-    optimizer = train.optimizer or VARIANT_DEFAULTS[train.variant]["optimizer"]
+def _check_optimizer_knobs(train: TrainConfig) -> None:
+    """Refuse Adam betas beside an explicit ``train.optimizer: rmsprop`` (a contradiction
+    in the user's own settings; under a variant whose default is RMSprop they are ignored)."""
+    if train.optimizer != "rmsprop":
+        return
     for key in ("beta1", "beta2"):
         value = getattr(train, key)
-        if value is not None and optimizer != "adam":
+        if value is not None:
             raise ParamsError(
                 f"train.{key}: value {value!r} is only used by optimizer 'adam', but the "
-                f"optimizer is {optimizer!r}; set train.{key}: null or train.optimizer: adam"
+                f"optimizer is 'rmsprop'; set train.{key}: null or train.optimizer: adam"
             )
 
 
-def dcgan_plan(side: int) -> tuple[int, int]:
-    """(starting side, number of 2× up/down-sampling steps) of a dcgan for ``side``.
-
-    Here because it decides which ``resize`` values are valid before prepare runs.
-    """
-    start, steps = side, 0
-    while start % 2 == 0 and start > 7:
-        start //= 2
-        steps += 1
-    if steps < 2 or start not in (4, 7):
-        raise ValueError(f"dcgan supports sides 4·2^k or 7·2^k with k ≥ 2 (16, 28, 32, 56, "
-                         f"64, 112, 128, ...), got {side}")
-    return start, steps
+def _check_critic_norm(params: Params) -> None:
+    variant, norm = get_variant(params.train.variant), params.model.critic_norm
+    if norm not in variant.critic_norms:
+        allowed = " or ".join(repr(n) for n in variant.critic_norms)
+        raise ParamsError(f"model.critic_norm: {norm!r} {variant.critic_norm_reason}, which "
+                          f"variant {params.train.variant!r} needs; use {allowed}")
 
 
 def _check_model_fits_data(params: Params) -> None:
@@ -319,7 +294,8 @@ def _check_model_fits_data(params: Params) -> None:
 def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as loaded from YAML) into :class:`Params`."""
     params = _build(Params, raw, "")
-    _check_variant_knobs(params.train)
+    _check_optimizer_knobs(params.train)
+    _check_critic_norm(params)
     _check_model_fits_data(params)
     evaluated = min(params.sample.n, params.evaluate.n)
     if params.evaluate.pr_k >= evaluated:
@@ -327,11 +303,6 @@ def parse_params(raw: Any) -> Params:
             f"evaluate.pr_k: value {params.evaluate.pr_k} needs more than that many samples, "
             f"but min(sample.n, evaluate.n) is {evaluated}; raise sample.n and evaluate.n "
             "or lower evaluate.pr_k"
-        )
-    if params.train.variant in ("wgan-gp", "wgan-lp") and params.model.critic_norm == "batch":
-        raise ParamsError(
-            "model.critic_norm: 'batch' breaks the per-sample gradient penalty of "
-            f"{params.train.variant!r}; use 'none' or 'layer'"
         )
     return params
 
@@ -348,20 +319,47 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw)
 
 
+def _not_read(train: TrainConfig) -> list[str]:
+    """Field names of the variant-specific knobs that ``train.variant`` does not read."""
+    read = get_variant(train.variant).knobs_read(train.lp_sampling)
+    return [k for k in VARIANT_KNOBS if k not in read]
+
+
+def _resolved_optimizer(train: TrainConfig) -> str:
+    return train.optimizer or get_variant(train.variant).defaults["optimizer"]
+
+
 def resolve_train(train: TrainConfig) -> TrainConfig:
-    """Fill every null knob with the variant's paper default (user values win)."""
-    defaults = VARIANT_DEFAULTS[train.variant]
-    filled = {k: v for k, v in defaults.items() if getattr(train, k) is None}
-    resolved = dataclasses.replace(train, **filled)
+    """The train config a run uses: null knobs take the variant's paper defaults (user
+    values win), and knobs the variant or its optimizer does not read are reset, so that
+    ``train_config.json`` and the checkpoint fingerprint show only what is used."""
+    defaults = get_variant(train.variant).defaults
+    base = TrainConfig()
+    resolved = dataclasses.replace(
+        train,
+        **{k: getattr(base, k) for k in _not_read(train)},
+        **{k: v for k, v in defaults.items() if getattr(train, k) is None},
+    )
     if resolved.optimizer == "adam":
-        resolved = dataclasses.replace(
+        return dataclasses.replace(
             resolved,
             beta1=0.5 if resolved.beta1 is None else resolved.beta1,
             beta2=0.999 if resolved.beta2 is None else resolved.beta2,
         )
-    else:  # a variant's Adam betas mean nothing to RMSprop; do not record them as used
-        resolved = dataclasses.replace(resolved, beta1=None, beta2=None)
-    return resolved
+    # A variant's Adam betas mean nothing to RMSprop; do not record them as used.
+    return dataclasses.replace(resolved, beta1=None, beta2=None)
+
+
+def ignored_knobs(train: TrainConfig) -> dict[str, Any]:
+    """``{"train.<key>": value}`` for each knob set in params.yaml that this run does not
+    read: a variant-specific knob of another variant, or Adam betas under the RMSprop of
+    the variant's defaults (an explicit ``optimizer: rmsprop`` with betas is refused)."""
+    base = TrainConfig()
+    names = _not_read(train)
+    if _resolved_optimizer(train) != "adam":
+        names += ["beta1", "beta2"]
+    return {f"train.{yaml_name(k)}": getattr(train, k) for k in names
+            if getattr(train, k) != getattr(base, k)}
 
 
 def prepared_params(data: DataConfig) -> dict[str, Any]:
@@ -378,11 +376,15 @@ def prepared_params(data: DataConfig) -> dict[str, Any]:
     return out
 
 
+def yaml_name(field_name: str) -> str:
+    """A config field's key in params.yaml (``penalty_weight`` -> ``lambda``)."""
+    return _FIELD_ALIASES.get(field_name, field_name)
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A config as plain data in YAML spelling (``lambda``), for JSON/YAML output."""
     out = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        key = _FIELD_ALIASES.get(f.name, f.name)
-        out[key] = to_dict(value) if dataclasses.is_dataclass(value) else value
+        out[yaml_name(f.name)] = to_dict(value) if dataclasses.is_dataclass(value) else value
     return out

@@ -23,7 +23,17 @@ __all__ = [
     "global_std",
     "is_chief",
     "broadcast_from_chief",
+    "update_seed",
+    "CRITIC",
+    "GENERATOR",
+    "MAX_UPDATES_PER_STEP",
 ]
+
+CRITIC, GENERATOR = "critic", "generator"
+# Bound on train.n_critic, train.g_steps and the warm-up's critic iterations: the layout
+# of update_seed counts on it.
+MAX_UPDATES_PER_STEP = 1000
+_SEED_LIMIT = 2**31  # top-level seeds are below this (params: seed ≤ 2^31 - 1)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -127,3 +137,26 @@ def global_std(x: tf.Tensor) -> tf.Tensor:
         tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, mean_of))
     mean = total / count
     return tf.sqrt(tf.maximum(squares / count - tf.square(mean), 0.0))
+
+
+def update_seed(seed: int, step: int, kind: str, index: int) -> tuple[int, int]:
+    """The stateless noise seed of update ``index`` of ``kind`` (critic or generator)
+    within generator iteration ``step`` of a run seeded ``seed``.
+
+    Distinct for every (step, kind, index) a run can reach (index below
+    :data:`MAX_UPDATES_PER_STEP`). Each step owns 1,024 counters of the stream
+    ``[seed, ·]``: critic update k takes counter k and generator update k counter 1000 + k,
+    the layout runs have always used (so their noise, and results, are unchanged). The
+    only updates that do not fit, generator updates 24 and above (``g_steps`` > 24), take
+    ``[seed + 2^31, step · 1000 + index]`` instead, a stream no top-level seed (< 2^31)
+    can name.
+    """
+    if not 0 <= index < MAX_UPDATES_PER_STEP or not 0 <= seed < _SEED_LIMIT or step < 0:
+        raise ValueError(f"update_seed: seed {seed}, step {step} or index {index} out of range")
+    if kind == CRITIC:
+        return seed, step * 1024 + index
+    if kind != GENERATOR:
+        raise ValueError(f"update_seed: kind must be {CRITIC!r} or {GENERATOR!r}, got {kind!r}")
+    if index < 24:
+        return seed, step * 1024 + 1000 + index
+    return seed + _SEED_LIMIT, step * MAX_UPDATES_PER_STEP + index

@@ -19,7 +19,8 @@ import keras
 from keras import layers
 
 from wgan.block_conv import BlockConv2D, BlockConv2DTranspose
-from wgan.config import ModelConfig, dcgan_plan
+from wgan.config import ModelConfig
+from wgan.model_geometry import dcgan_plan
 
 __all__ = ["build_models", "base_channels", "latent_dim", "model_arch", "resolve_model",
            "ClipWeights"]

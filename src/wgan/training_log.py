@@ -1,8 +1,11 @@
-"""Per-step training curves: a TSV for DVC plots and TensorBoard scalars and images.
+"""What a run shows while it trains: per-step curves, TensorBoard and progress grids.
 
+:class:`TrainingLog` writes a TSV for DVC plots and TensorBoard scalars and images.
 Rows are appended as device tensors and converted only in :meth:`TrainingLog.flush`,
 so logging never forces a host sync inside the loop. ``flush`` also reports the first
 non-finite value, which is how the NaN guard names the step and the loss.
+
+:class:`ProgressGrids` keeps the fixed-noise sample grids of a run and animates them.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["TrainingLog", "CURVE_COLUMNS"]
+from wgan.visualize import sample_grid, save_gif, save_png
+
+__all__ = ["TrainingLog", "ProgressGrids", "CURVE_COLUMNS"]
 
 CURVE_COLUMNS = ("step", "critic_loss", "generator_loss", "wasserstein", "penalty",
                  "grad_norm", "lr")
@@ -103,3 +108,46 @@ class TrainingLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class ProgressGrids:
+    """The fixed-noise grids of one run, ``grid-<step>.png``, kept in ``directory``.
+
+    They live beside the checkpoints (kept across runs) and not in the stage's cached
+    output, which DVC empties before each run and would cut a resumed run's GIF short;
+    :meth:`publish` copies them there.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def _path(self, step: int) -> Path:
+        return self.directory / f"grid-{step:06d}.png"
+
+    def start(self, step: int) -> None:
+        """Keep the grids up to ``step``, the step a run resumes at (0: none); the loop
+        redraws later ones."""
+        if step == 0:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        for grid in self.directory.glob("grid-*.png"):
+            if int(grid.stem.removeprefix("grid-")) > step:
+                grid.unlink()
+
+    def draw(self, step: int, samples: np.ndarray) -> np.ndarray:
+        """Save the grid of uint8 ``samples`` at ``step``; return it (for TensorBoard)."""
+        grid = sample_grid(samples)
+        save_png(grid, self._path(step), scale=2)
+        return grid
+
+    def has(self, step: int) -> bool:
+        return self._path(step).exists()
+
+    def publish(self, progress: Path) -> None:
+        """Copy every grid of the run, resumed parts included, to ``progress`` and animate
+        them as ``progress.gif``."""
+        progress.mkdir(parents=True, exist_ok=True)
+        for stale in progress.glob("grid-*.png"):
+            stale.unlink()
+        frames = [Path(shutil.copyfile(grid, progress / grid.name))
+                  for grid in sorted(self.directory.glob("grid-*.png"))]
+        save_gif(frames, progress / "progress.gif")

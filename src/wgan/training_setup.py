@@ -1,0 +1,114 @@
+"""Everything that trains, built one way: models, optimizers, EMA copy, counters, steps.
+
+:func:`build_training` is what ``wgan.train`` runs, and what the tests and benchmarks
+build, so a step measured or tested is the step that trains. Everything is created in
+the strategy's scope (variables are mirrored across replicas), and the optimizers'
+slots are built up front: Keras 3 builds them lazily, which fails inside a distributed
+``tf.function``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+from wgan.config import ModelConfig, TrainConfig
+from wgan.models import build_models, latent_dim
+from wgan.steps import TrainSteps, compiles_with_xla, make_train_steps
+
+__all__ = ["TrainingSetup", "build_training", "critic_iterations", "make_optimizer"]
+
+
+def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
+    """The optimizer a resolved train config asks for (loss-scaled under mixed precision)."""
+    if train.optimizer == "adam":
+        opt = keras.optimizers.Adam(train.lr, beta_1=train.beta1, beta_2=train.beta2)
+    else:
+        opt = keras.optimizers.RMSprop(train.lr)
+    return keras.optimizers.LossScaleOptimizer(opt) if train.mixed_precision else opt
+
+
+def critic_iterations(step: int, n_critic: int, warmup: bool) -> int:
+    """Critic updates before generator step ``step``.
+
+    With warmup, the WGAN paper's schedule (Arjovsky et al. 2017, reference code):
+    100 critic iterations for the first 25 generator iterations and at every 500th.
+    """
+    if warmup and (step < 25 or step % 500 == 0):
+        return 100
+    return n_critic
+
+
+@dataclass
+class TrainingSetup:
+    """The objects of one training run; :meth:`checkpointed` is what a checkpoint holds."""
+
+    strategy: tf.distribute.Strategy
+    generator: keras.Model
+    critic: keras.Model
+    g_opt: keras.optimizers.Optimizer
+    c_opt: keras.optimizers.Optimizer
+    ema_generator: keras.Model | None  # the generator averaged over updates (train.ema)
+    step: tf.Variable  # generator iterations done
+    examples_seen: tf.Variable  # real examples consumed, over all input pipelines
+    train_seconds: tf.Variable  # training time up to the last checkpoint
+    steps: TrainSteps
+    z_dim: int
+
+    @property
+    def sampler(self) -> keras.Model:
+        """The generator a run samples from: the EMA one when there is one."""
+        return self.ema_generator or self.generator
+
+    def checkpointed(self) -> dict[str, object]:
+        tracked = dict(generator=self.generator, critic=self.critic, g_opt=self.g_opt,
+                       c_opt=self.c_opt, step=self.step, examples_seen=self.examples_seen,
+                       train_seconds=self.train_seconds)
+        if self.ema_generator is not None:
+            tracked["ema_generator"] = self.ema_generator
+        return tracked
+
+    def variables(self) -> list[tf.Variable]:
+        """Every variable a checkpoint holds: models' weights, optimizer state, counters."""
+        out = []
+        for obj in self.checkpointed().values():
+            if isinstance(obj, keras.Model):
+                out.extend(obj.weights)
+            elif isinstance(obj, keras.optimizers.Optimizer):
+                out.extend(obj.variables)
+            else:
+                out.append(obj)
+        return out
+
+
+def build_training(model: ModelConfig, train: TrainConfig, shape: tuple[int, ...],
+                   strategy: tf.distribute.Strategy, seed: int,
+                   xla_layers: bool = True) -> TrainingSetup:
+    """Build a run of resolved ``train`` on samples of ``shape``, seeded by ``seed``.
+
+    ``xla_layers=False`` builds stock Keras layers even for an XLA step (tests compare the
+    two).
+    """
+    keras.utils.set_random_seed(seed)
+    if train.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    xla = compiles_with_xla(train, strategy)
+    with strategy.scope():
+        generator, critic = build_models(model, shape, train.clip, xla=xla and xla_layers)
+        g_opt, c_opt = make_optimizer(train), make_optimizer(train)
+        g_opt.build(generator.trainable_variables)
+        c_opt.build(critic.trainable_variables)
+        ema_generator = None
+        if train.ema is not None:
+            ema_generator, _ = build_models(model, shape)
+            ema_generator.set_weights(generator.get_weights())
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        examples_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples_seen")
+        seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
+    z_dim = latent_dim(model, shape)
+    steps = make_train_steps(strategy, generator, critic, g_opt, c_opt, train, z_dim,
+                             ema=ema_generator.weights if ema_generator else None)
+    return TrainingSetup(strategy, generator, critic, g_opt, c_opt, ema_generator, step,
+                         examples_seen, seconds, steps, z_dim)
