@@ -11,9 +11,10 @@ dot plus copies. The transposed
 convolution is the same product read backwards (one dot, then an overlap-add of the
 four shifted block grids). Autodiff through reshapes, slices and the dot gives the
 gradients and the WGAN-GP double backward, equal to the stock convolution's to float
-rounding. Measured (BENCHMARKS.md): −10% per default MNIST iteration with XLA, but
-+15% without XLA and no gain for 3-channel 32×32 images, so :func:`wgan.models.build_models`
-uses these layers only for single-channel images under an XLA-compiled step.
+rounding. Measured (docs/performance.md, "Training step"): −10% per default MNIST
+iteration with XLA, but +15% without XLA and no gain for 3-channel 32×32 images, so
+:func:`wgan.models.build_models` uses these layers only for single-channel images under
+an XLA-compiled step.
 
 Saved models carry the stock layers (:func:`with_stock_layers`): the weights have the
 same shapes and meaning, so ``generator.keras`` loads in plain Keras.

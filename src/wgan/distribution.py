@@ -47,7 +47,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         if "TF_CONFIG" not in os.environ:
             raise ValueError(
                 "train.strategy 'multi_worker' needs TF_CONFIG (cluster + task) in the "
-                "environment of every worker; see README 'Multi-GPU and multi-worker'"
+                "environment of every worker; see docs/training.md, 'Multi-GPU and multi-worker'"
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")

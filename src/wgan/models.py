@@ -61,7 +61,7 @@ def base_channels(config: ModelConfig, shape: tuple[int, ...]) -> int:
 
     32 keeps the default MNIST run at about ten minutes on two CPU cores: a 28×28
     critic step at 64 costs ~2.6× as much, and in the same time base 32 takes enough
-    more steps to draw cleaner digits (BENCHMARKS.md, "The embedded default").
+    more steps to draw cleaner digits (docs/performance.md, "The default run").
     """
     if config.base_channels is not None:
         return config.base_channels
