@@ -20,23 +20,29 @@ from wgan.training_setup import build_training
 SHAPE = (28, 28, 1)
 
 
-def tiny_params(variant: str, **train):
+def tiny_params(variant: str, model: dict | None = None, **train):
     return parse_params({
         "train": {"variant": variant, "batch": 8, "jit_compile": False, **train},
-        "model": {"base_channels": 4, "z_dim": 8},
+        "model": {"base_channels": 4, "z_dim": 8, **(model or {})},
     })
 
 
 def run_steps(strategy, variant: str, k: int = 2, stock_layers: bool = False,
+              critic_gain: float = 1.0, model: dict | None = None,
               **train) -> tuple[dict, dict]:
     """Weights {"critic": [...], "generator": [...]} and the last step's metrics.
 
     The models are built as training builds them, or with stock Keras layers only.
+    ``critic_gain`` scales the critic's initial kernels, so that its input-gradient norms
+    exceed 1 and a one-sided penalty is not zero.
     """
-    params = tiny_params(variant, **train)
+    params = tiny_params(variant, model, **train)
     cfg = resolve_train(params.train)
     run = build_training(params.model, cfg, SHAPE, strategy, seed=0, xla_layers=not stock_layers)
     steps, critic, generator = run.steps, run.critic, run.generator
+    for w in critic.trainable_weights:
+        if "kernel" in w.path:
+            w.assign(w * critic_gain)
     rng = np.random.default_rng(0)
     replicas = strategy.num_replicas_in_sync
     metrics = {}
@@ -53,7 +59,8 @@ def run_steps(strategy, variant: str, k: int = 2, stock_layers: bool = False,
         g = steps.generator_step(tf.constant([0, 2 * i + 1], tf.int64))
         metrics = {name: float(v) for name, v in {**c, **g}.items()}
     weights = {"critic": [w.numpy() for w in critic.weights],
-               "generator": [w.numpy() for w in generator.weights]}
+               "generator": [w.numpy() for w in generator.weights],
+               "critic_paths": [w.path for w in critic.weights]}
     return weights, metrics
 
 

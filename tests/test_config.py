@@ -170,3 +170,71 @@ def test_a_bad_value_of_a_knob_the_variant_reads_is_still_an_error():
         parse_params({"train": {"variant": "gan", "lambda": -1}})
     with pytest.raises(ParamsError, match=r"train.clip: value -0.1 is out of range"):
         parse_params({"train": {"variant": "wgan", "clip": -0.1}})
+
+
+def _billion_laughs(levels: int = 9) -> str:
+    """A params file whose sample.n expands to 10^levels strings through aliases."""
+    lines = ['a0: &a0 "lol"']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + f"\nsample:\n  n: *a{levels}\n"
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "params.yaml"
+    path.write_text(_billion_laughs())
+    tracemalloc.start()
+    try:
+        with pytest.raises(ParamsError) as err:
+            load_params(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(err.value)
+    assert "aliases (*a0) are not allowed in params" in message and "line 2" in message
+    assert "\n" not in message and len(message) < 300
+    assert peak < 5 << 20  # bytes: the file is parsed, never expanded
+
+
+def test_a_huge_value_is_named_with_a_short_excerpt():
+    # Without aliases a hostile value is at most as big as the file; the message stays short.
+    with pytest.raises(ParamsError, match=r"sample.n: expected int, got \[") as err:
+        parse_params({"sample": {"n": [list(range(1000))] * 1000}})
+    assert len(str(err.value)) < 200
+    with pytest.raises(ParamsError, match=r"unknown choice 'xxxx") as err:
+        parse_params({"train": {"variant": "x" * 10**6}})
+    assert len(str(err.value)) < 300
+
+
+def test_an_oversized_params_file_is_refused_unread(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\n" + "#" * (2 << 20))
+    with pytest.raises(ParamsError, match="larger than 1048576 bytes; this is not a params file"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("key", ["train.lr", "train.lambda", "train.grad_clip", "train.ema",
+                                 "train.beta1", "train.clip", "train.perturb",
+                                 "data.celeba.test_fraction", "data.mask.test_fraction",
+                                 "classifier.lr"])
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_nan_and_inf_are_refused_for_every_float(tmp_path, key, value):
+    section, *rest = key.split(".")
+    nested = f"{rest[0]}:\n    {rest[1]}: {value}" if len(rest) == 2 else f"{rest[0]}: {value}"
+    (tmp_path / "params.yaml").write_text(f"{section}:\n  {nested}\n")
+    with pytest.raises(ParamsError, match=rf"{key}: value -?(nan|inf) is not a finite number"):
+        load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"train": {"batch": 10**9}}, r"train.batch: .* allowed: \[1, 65536\] \(a training step"),
+    ({"sample": {"n": 10**12}}, r"sample.n: .* \(samples are held in memory at once\)"),
+    ({"evaluate": {"n": 10**12}}, r"evaluate.n: .* allowed: \[2, 10000000\]"),
+    ({"data": {"mask": {"length": 10**9}}}, r"data.mask.length: .* mask MLP holds"),
+    ({"model": {"mlp_hidden": 10**9}}, r"model.mlp_hidden: .* allowed: \[1, 65536\]"),
+    ({"train": {"steps": 10**10}}, r"train.steps: .* allowed: \[1, 1000000000\]"),
+])
+def test_absurd_sizes_are_refused_with_the_reason(raw, message):
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)

@@ -28,16 +28,31 @@ def _max_diff(a, b):
     return max(float(np.max(np.abs(x - y))) for x, y in zip(_flat(a), _flat(b), strict=True))
 
 
+# Plain SGD moves each weight by lr × its gradient, so a gradient scaled by the replica
+# count shows (Adam and RMSprop normalise the scale away); the critic's gain puts its
+# gradient norms above 1, so the one-sided LP is not zero either.
+SCALE_VISIBLE = dict(optimizer="sgd", lr=0.01, critic_gain=2.0)
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_two_replicas_match_one_device(variant, two_cpus):
-    one, m1 = run_steps(tf.distribute.get_strategy(), variant, k=3)
-    two, m2 = run_steps(two_cpus, variant, k=3)
+    one, m1 = run_steps(tf.distribute.get_strategy(), variant, k=3, **SCALE_VISIBLE)
+    two, m2 = run_steps(two_cpus, variant, k=3, **SCALE_VISIBLE)
     assert _max_diff(one, two) < 1e-5
     for name in m1:
         assert m1[name] == pytest.approx(m2[name], rel=1e-4, abs=1e-6), name
-    # The step must actually have changed the weights, or equality proves nothing.
-    untrained, _ = run_steps(tf.distribute.get_strategy(), variant, k=0)
-    assert _max_diff(one, untrained) > 1e-6
+    # The step must actually have changed the weights, and the penalty must bite, or
+    # equality proves nothing.
+    untrained, _ = run_steps(tf.distribute.get_strategy(), variant, k=0, **SCALE_VISIBLE)
+    assert _max_diff(one, untrained) > 1e-3
+    assert (m1["penalty"] > 1e-3) == (VARIANTS[variant].penalty != "none")
+
+
+def test_two_replicas_match_one_device_under_adam(two_cpus):
+    # The default optimizer: its slot variables are mirrored and updated on every replica.
+    one, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp", k=3)
+    two, _ = run_steps(two_cpus, "wgan-gp", k=3)
+    assert _max_diff(one, two) < 1e-5
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -68,12 +83,13 @@ def test_off_tape_penalty_matches_the_plain_path(policy, monkeypatch):
 
 
 def test_two_replicas_match_one_device_for_perturbed_lp_points(two_cpus):
-    # The perturbation's σ is the global batch's, not each replica's half. (The tiny
-    # critic's gradient norms stay below 1, so the LP is 0: the norms show the points.)
-    one, m1 = run_steps(tf.distribute.get_strategy(), "wgan-lp", k=3, lp_sampling="perturb")
-    two, m2 = run_steps(two_cpus, "wgan-lp", k=3, lp_sampling="perturb")
+    # The perturbation's σ is the global batch's, not each replica's half.
+    one, m1 = run_steps(tf.distribute.get_strategy(), "wgan-lp", k=3, lp_sampling="perturb",
+                        **SCALE_VISIBLE)
+    two, m2 = run_steps(two_cpus, "wgan-lp", k=3, lp_sampling="perturb", **SCALE_VISIBLE)
     assert _max_diff(one, two) < 1e-5
     assert m1["grad_norm"] == pytest.approx(m2["grad_norm"], rel=1e-5)
+    assert m1["penalty"] > 1e-3
 
 
 def test_grad_clip_is_global_over_replicas(two_cpus):
@@ -84,13 +100,21 @@ def test_grad_clip_is_global_over_replicas(two_cpus):
     assert _max_diff(one, unclipped) > 1e-6
 
 
-@pytest.mark.parametrize("replicas", [1, 2])
-def test_wgan_critic_weights_are_clipped(replicas, two_cpus):
+@pytest.mark.parametrize("replicas, norm", [(1, "none"), (2, "none"), (1, "layer"),
+                                           (2, "batch")])
+def test_wgan_clips_every_critic_parameter(replicas, norm, two_cpus):
+    # Every trainable parameter, normalisation scales and offsets included (the WGAN
+    # reference code clamps them all); BatchNorm's moving statistics are not parameters.
     strategy = two_cpus if replicas == 2 else tf.distribute.get_strategy()
-    weights, _ = run_steps(strategy, "wgan", k=1, clip=0.005)
-    assert max(float(np.max(np.abs(w))) for w in weights["critic"]) <= 0.005 + 1e-7
+    model = {"critic_norm": norm}
+    weights, _ = run_steps(strategy, "wgan", k=1, clip=0.005, model=model)
+    clipped = {p: w for p, w in zip(weights["critic_paths"], weights["critic"], strict=True)
+               if "moving" not in p}
+    assert len(clipped) == {"none": 6, "layer": 8, "batch": 8}[norm]
+    for path, w in clipped.items():
+        assert float(np.max(np.abs(w))) <= 0.005 + 1e-7, path
     # Without clipping the same step leaves weights outside ±0.005 (init is wider).
-    free, _ = run_steps(strategy, "wgan-gp", k=1)
+    free, _ = run_steps(strategy, "wgan", k=1, model=model, clip=1e6)
     assert max(float(np.max(np.abs(w))) for w in free["critic"]) > 0.005
 
 

@@ -17,7 +17,9 @@ not stop at ``gan``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -58,8 +60,13 @@ def _choice(*values: Any, default: Any) -> Any:
     return field(default=default, metadata={"choices": values})
 
 
-def _ranged(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
-    return field(default=default, metadata={"min": lo, "max": hi})
+def _ranged(default: Any, lo: float | None = None, hi: float | None = None,
+            why: str = "") -> Any:
+    """A numeric field in [lo, hi]; ``why`` explains an upper bound in the error."""
+    return field(default=default, metadata={"min": lo, "max": hi, "why": why})
+
+
+_IN_MEMORY = "held in memory at once"
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ class ImageFolderConfig:
 @dataclass(frozen=True)
 class MaskConfig:
     path: str = "data/raw/mask_data.pkl"
-    length: int = _ranged(8192, 2)
+    length: int = _ranged(8192, 2, 2**20, why="the mask MLP holds length × mlp_hidden weights")
     test_fraction: float = _ranged(0.1, 0.0, 0.9)
 
 
@@ -105,18 +112,18 @@ class ModelConfig:
     z_dim: int | None = _ranged(None, 1, 100_000)  # null: 100 for dcgan, 1000 for mlp
     base_channels: int | None = _ranged(None, 1, 4096)  # null: 32 for 28×28, else 64
     critic_norm: str = _choice("none", "layer", "batch", default="none")
-    mlp_hidden: int = _ranged(4096, 1)
+    mlp_hidden: int = _ranged(4096, 1, 65536, why="the mask MLP holds length × mlp_hidden weights")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     variant: str = _choice(*VARIANTS, default="wgan-gp")
     steps: int = _ranged(2500, 1, 10**9)  # the noise seeds' layout holds up to this
-    batch: int = _ranged(64, 1)
+    batch: int = _ranged(64, 1, 65536, why="a training step holds the global batch in memory")
     n_critic: int | None = _ranged(None, 1, 1000)
     g_steps: int = _ranged(1, 1, 1000)
     critic_warmup: bool = False
-    optimizer: str | None = _choice(None, "adam", "rmsprop", default=None)
+    optimizer: str | None = _choice(None, "adam", "rmsprop", "sgd", default=None)
     lr: float | None = _ranged(None, 0.0, 1.0)
     beta1: float | None = _ranged(None, 0.0, 0.999999)
     beta2: float | None = _ranged(None, 0.0, 0.999999)
@@ -139,15 +146,15 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    n: int = _ranged(10000, 1)
-    batch: int = _ranged(500, 1)
+    n: int = _ranged(10000, 1, 10**7, why=f"samples are {_IN_MEMORY}")
+    batch: int = _ranged(500, 1, 65536, why="one generator call makes a batch")
     grid: int = _ranged(10, 1, 64)
 
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    epochs: int = _ranged(3, 1)
-    batch: int = _ranged(128, 1)
+    epochs: int = _ranged(3, 1, 10_000)
+    batch: int = _ranged(128, 1, 65536, why="a training step holds the batch in memory")
     lr: float = _ranged(3e-3, 0.0, 1.0)
 
 
@@ -159,11 +166,11 @@ class InceptionConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    n: int = _ranged(10000, 2)
-    kid_subsets: int = _ranged(100, 1)
-    kid_subset_size: int = _ranged(1000, 2)
-    pr_k: int = _ranged(3, 1)
-    swd_patches: int = _ranged(16, 1)
+    n: int = _ranged(10000, 2, 10**7, why=f"samples and their features are {_IN_MEMORY}")
+    kid_subsets: int = _ranged(100, 1, 10_000)
+    kid_subset_size: int = _ranged(1000, 2, 10**6)
+    pr_k: int = _ranged(3, 1, 1000)
+    swd_patches: int = _ranged(16, 1, 1024, why="patches of every image are held in memory")
     inception: InceptionConfig = field(default_factory=InceptionConfig)
 
 
@@ -181,6 +188,24 @@ class Params:
 # YAML spelling -> field name, for keys that cannot be Python identifiers.
 _YAML_ALIASES = {"lambda": "penalty_weight"}
 _FIELD_ALIASES = {v: k for k, v in _YAML_ALIASES.items()}
+
+
+# Error messages show at most this much of a value: a hostile value can be huge.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxdict = 4
+_SHORT.maxlevel = 2
+# params.yaml is a few KB; anything far bigger is not a params file.
+MAX_PARAMS_BYTES = 1 << 20
+
+
+def _short(value: Any) -> str:
+    return _SHORT.repr(value)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _type_name(tp: Any) -> str:
@@ -209,20 +234,24 @@ def _check_type(value: Any, tp: Any, path: str) -> Any:
             return float(value)  # `lr: 1e-4` is a string to YAML 1.1 (PyYAML): no dot
         if t is str and isinstance(value, str):
             return value
-    raise ParamsError(f"{path}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    raise ParamsError(
+        f"{path}: expected {_type_name(tp)}, got {_short(value)} ({type(value).__name__})")
 
 
 def _check_rules(value: Any, meta: Any, path: str) -> None:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         allowed = ", ".join("null" if c is None else str(c) for c in choices)
-        raise ParamsError(f"{path}: unknown choice {value!r}; allowed: {allowed}")
+        raise ParamsError(f"{path}: unknown choice {_short(value)}; allowed: {allowed}")
     lo, hi = meta.get("min"), meta.get("max")
-    if value is None or isinstance(value, bool):
+    if value is None or isinstance(value, bool | str):
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParamsError(f"{path}: value {value!r} is not a finite number; set a number")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-        raise ParamsError(f"{path}: value {value!r} is out of range; allowed: {rng}")
+        why = f" ({meta['why']})" if meta.get("why") and hi is not None and value > hi else ""
+        raise ParamsError(f"{path}: value {value!r} is out of range; allowed: {rng}{why}")
 
 
 def _build(cls: type, raw: Any, path: str, base: Any = None) -> Any:
@@ -231,7 +260,7 @@ def _build(cls: type, raw: Any, path: str, base: Any = None) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ParamsError(f"{path or 'params'}: expected a mapping, got {raw!r}")
+        raise ParamsError(f"{path or 'params'}: expected a mapping, got {_short(raw)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -240,7 +269,7 @@ def _build(cls: type, raw: Any, path: str, base: Any = None) -> Any:
         key_path = f"{path}.{key}" if path else str(key)
         if name not in fields or key in _FIELD_ALIASES:
             known = ", ".join(sorted(_FIELD_ALIASES.get(f, f) for f in fields))
-            raise ParamsError(f"{key_path}: unknown key; known keys here: {known}")
+            raise ParamsError(f"{_one_line(key_path, 100)}: unknown key; known keys here: {known}")
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value, key_path, getattr(base, name))
@@ -252,16 +281,17 @@ def _build(cls: type, raw: Any, path: str, base: Any = None) -> Any:
 
 
 def _check_optimizer_knobs(train: TrainConfig) -> None:
-    """Refuse Adam betas beside an explicit ``train.optimizer: rmsprop`` (a contradiction
-    in the user's own settings; under a variant whose default is RMSprop they are ignored)."""
-    if train.optimizer != "rmsprop":
+    """Refuse Adam betas beside an explicit other ``train.optimizer`` (a contradiction in
+    the user's own settings; under a variant whose default is RMSprop they are ignored)."""
+    if train.optimizer in (None, "adam"):
         return
     for key in ("beta1", "beta2"):
         value = getattr(train, key)
         if value is not None:
             raise ParamsError(
                 f"train.{key}: value {value!r} is only used by optimizer 'adam', but the "
-                f"optimizer is 'rmsprop'; set train.{key}: null or train.optimizer: adam"
+                f"optimizer is {train.optimizer!r}; set train.{key}: null or "
+                "train.optimizer: adam"
             )
 
 
@@ -312,11 +342,29 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found; run from the project root")
+    with open(path, "rb") as f:
+        text = f.read(MAX_PARAMS_BYTES + 1)
+    if len(text) > MAX_PARAMS_BYTES:
+        raise ParamsError(f"{path}: larger than {MAX_PARAMS_BYTES} bytes; this is not a "
+                          "params file (the repository's is about 2 KB)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+        raise ParamsError(f"{path}: not valid YAML: {_one_line(str(err))}") from err
     return parse_params(raw)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases (``*name``): params are plain values, and an
+    alias is how a few bytes of YAML expand into gigabytes ("billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            anchor = _one_line(event.anchor, 40)
+            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: aliases (*{anchor}) are "
+                                 "not allowed in params; write the value out")
+        return super().compose_node(parent, index)
 
 
 def _not_read(train: TrainConfig) -> list[str]:
@@ -346,14 +394,14 @@ def resolve_train(train: TrainConfig) -> TrainConfig:
             beta1=0.5 if resolved.beta1 is None else resolved.beta1,
             beta2=0.999 if resolved.beta2 is None else resolved.beta2,
         )
-    # A variant's Adam betas mean nothing to RMSprop; do not record them as used.
+    # A variant's Adam betas mean nothing to RMSprop or SGD; do not record them as used.
     return dataclasses.replace(resolved, beta1=None, beta2=None)
 
 
 def ignored_knobs(train: TrainConfig) -> dict[str, Any]:
     """``{"train.<key>": value}`` for each knob set in params.yaml that this run does not
     read: a variant-specific knob of another variant, or Adam betas under the RMSprop of
-    the variant's defaults (an explicit ``optimizer: rmsprop`` with betas is refused)."""
+    the variant's defaults (an explicit other optimizer with betas is refused)."""
     base = TrainConfig()
     names = _not_read(train)
     if _resolved_optimizer(train) != "adam":

@@ -106,11 +106,14 @@ def _dcgan_generator(shape, z_dim: int, base: int, block_convs: bool) -> keras.M
     return keras.Model(z, out, name="generator")
 
 
-def _critic_norm(kind: str):
+def _critic_norm(kind: str, constraint):
+    """The critic's normalisation layer; its scale and offset are clipped like every other
+    critic parameter (the WGAN reference code clamps them all)."""
+    kw = dict(beta_constraint=constraint, gamma_constraint=constraint)
     if kind == "layer":
-        return layers.LayerNormalization(axis=[1, 2, 3])
+        return layers.LayerNormalization(axis=[1, 2, 3], **kw)
     if kind == "batch":
-        return layers.BatchNormalization(synchronized=True)
+        return layers.BatchNormalization(synchronized=True, **kw)
     return None
 
 
@@ -122,7 +125,7 @@ def _dcgan_critic(shape, base: int, norm: str, constraint, block_convs: bool) ->
     for i in range(steps):
         conv = BlockConv2D if block_convs and i == 0 else layers.Conv2D
         x = conv(base * 2**i, 4, 2, padding="same", **kw)(x)
-        norm_layer = _critic_norm(norm) if i > 0 else None
+        norm_layer = _critic_norm(norm, constraint) if i > 0 else None
         if norm_layer is not None:
             x = norm_layer(x)
         x = layers.LeakyReLU(0.2)(x)

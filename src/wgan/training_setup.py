@@ -22,9 +22,15 @@ __all__ = ["TrainingSetup", "build_training", "critic_iterations", "make_optimiz
 
 
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
-    """The optimizer a resolved train config asks for (loss-scaled under mixed precision)."""
+    """The optimizer a resolved train config asks for (loss-scaled under mixed precision).
+
+    ``sgd`` (plain, no momentum) moves the weights in proportion to the gradient, which
+    Adam and RMSprop largely normalise away: the replica tests use it to see the scale.
+    """
     if train.optimizer == "adam":
         opt = keras.optimizers.Adam(train.lr, beta_1=train.beta1, beta_2=train.beta2)
+    elif train.optimizer == "sgd":
+        opt = keras.optimizers.SGD(train.lr)
     else:
         opt = keras.optimizers.RMSprop(train.lr)
     return keras.optimizers.LossScaleOptimizer(opt) if train.mixed_precision else opt
