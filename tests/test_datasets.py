@@ -34,9 +34,10 @@ from PIL import Image, ImageOps
 
 from wgan.config import FILTERS, DataConfig, parse_params
 from wgan.datasets import cifar10, download, images, load_source, mnist, raw_inputs
-from wgan.datasets.download import fetch, sha256_file
+from wgan.datasets.download import fetch
 from wgan.datasets.images import center_crop_box, usable_cpus
 from wgan.datasets.safe_pickle import UnsafePickleError, load_pickle
+from wgan.files import sha256_file
 from wgan.prepared import (
     ParallelSplit,
     Source,

@@ -52,6 +52,8 @@ import google_crc32c
 import numpy as np
 import tensorflow as tf
 
+from wgan.files import write_json
+
 __all__ = [
     "Example",
     "ParallelSplit",
@@ -333,7 +335,9 @@ def write_prepared(source: Source, out_dir: str | Path, shards: int, params: dic
             params=params,
             shard_counts=shard_counts,
         )
-        (tmp / META_FILE).write_text(json.dumps(_meta_dict(meta, source.report), indent=2))
+        # No trailing newline: meta.json's bytes are part of the prepared data's DVC hash,
+        # and adding one would re-run every stage after prepare for every existing output.
+        write_json(tmp / META_FILE, _meta_dict(meta, source.report), trailing_newline=False)
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

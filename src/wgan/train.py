@@ -25,6 +25,7 @@ from tqdm import tqdm
 from wgan.block_conv import with_stock_layers
 from wgan.config import Params, resolve_train, to_dict
 from wgan.distribution import broadcast_from_chief, is_chief, make_strategy, per_replica_batch
+from wgan.files import write_json
 from wgan.metrics.masks import is_valid_mask
 from wgan.model_files import save_model
 from wgan.models import build_models, latent_dim, resolve_model
@@ -142,7 +143,7 @@ def _restore_or_start(manager: tf.train.CheckpointManager, directory: Path,
     (directory / "checkpoint").unlink(missing_ok=True)
     shutil.rmtree(directory / _GRIDS, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(want))
+    write_json(stamp, want)
 
 
 def _grids_since_checkpoint(grids: Path, step: int) -> None:
@@ -328,7 +329,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     save_model(with_stock_layers(critic), out.models / "critic.keras")
     resolved = {**to_dict(params), "model": to_dict(resolve_model(params.model, meta.shape)),
                 "train": to_dict(cfg)}
-    (out.models / "train_config.json").write_text(json.dumps(resolved, indent=2))
+    write_json(out.models / "train_config.json", resolved)
     _publish_progress(grids, out.progress)
     last = log.last_values()
     summary = {
@@ -343,8 +344,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
         "images_per_s": round(int(examples_seen.numpy()) / max(wall, 1e-9), 1),
         "replicas": strategy.num_replicas_in_sync,
     }
-    out.metrics.parent.mkdir(parents=True, exist_ok=True)
-    out.metrics.write_text(json.dumps(summary, indent=2))
+    write_json(out.metrics, summary)
     log.close()
     if not is_chief():
         shutil.rmtree(out.models.parent, ignore_errors=True)

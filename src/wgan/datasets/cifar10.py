@@ -16,8 +16,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from wgan.config import DataConfig
-from wgan.datasets.download import fetch, sha256_file
+from wgan.datasets.download import fetch
 from wgan.datasets.safe_pickle import load_pickle
+from wgan.files import sha256_file
 from wgan.prepared import Example, Source
 
 __all__ = ["URL", "SHA256", "ARCHIVE", "MEMBERS", "load", "raw_paths"]

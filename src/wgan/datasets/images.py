@@ -37,7 +37,7 @@ import simplejpeg
 from PIL import ExifTags, Image
 
 from wgan.config import DataConfig, ImageFolderConfig
-from wgan.datasets.download import sha256_file
+from wgan.files import sha256_file
 from wgan.prepared import Example, ParallelSplit, Source
 
 __all__ = ["center_crop_box", "load", "raw_paths", "usable_cpus"]

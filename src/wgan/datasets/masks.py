@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from wgan.config import DataConfig
-from wgan.datasets.download import sha256_file
 from wgan.datasets.safe_pickle import load_pickle
+from wgan.files import sha256_file
 from wgan.prepared import Example, Source
 
 __all__ = ["load", "raw_paths"]

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from wgan.config import DataConfig
-from wgan.datasets.download import fetch, sha256_file
+from wgan.datasets.download import fetch
+from wgan.files import sha256_file
 from wgan.prepared import Example, Source
 
 __all__ = ["URL", "SHA256", "IDX_FILES", "load", "raw_paths", "bundled_csv"]
