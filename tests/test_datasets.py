@@ -33,7 +33,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from wgan.config import FILTERS, DataConfig, parse_params
-from wgan.datasets import cifar10, download, images, load_source, mnist, raw_inputs
+from wgan.datasets import cifar10, download, images, load_source, mnist
 from wgan.datasets.download import fetch
 from wgan.datasets.images import center_crop_box, usable_cpus
 from wgan.datasets.safe_pickle import UnsafePickleError, load_pickle
@@ -154,7 +154,6 @@ def test_mnist_bundled_split_and_pixels():
         rows = [list(map(int, line.split(","))) for line in f]
     expected = sorted((bytes(r[:784]), r[784]) for r in rows)
     assert as_keys(splits["train"] + splits["test"]) == expected
-    assert raw_inputs(data_cfg(mnist={"source": "bundled"})) == []
 
 
 # --- CIFAR-10 ---
@@ -630,7 +629,6 @@ def test_folder_zip_and_missing(tmp_path):
     cfg = data_cfg(name="folder", folder={"path": str(tmp_path / "pics.zip"), "crop": 30,
                                           "resize": 16, "test_fraction": 0.0})
     assert [x.shape for x, _ in consume(load_source(cfg))["train"]] == [(16, 16, 3)]
-    assert raw_inputs(cfg) == [str(tmp_path / "pics.zip")]
     missing = data_cfg(name="folder", folder={"path": str(tmp_path / "nope")})
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
         load_source(missing)

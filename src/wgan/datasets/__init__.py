@@ -1,10 +1,10 @@
 """Dataset readers: raw files -> :class:`wgan.prepared.Source` for the ``prepare`` stage.
 
-Every reader module has ``load(cfg, raw_dir) -> Source`` and ``raw_paths(cfg, raw_dir)``
-and is picked by ``data.name`` from :data:`READERS`. Readers check their files when
-called and decode only while the splits are iterated, one sample at a time. Relative
-paths in the config (``data.raw_dir``, ``data.*.path``) are relative to the working
-directory, i.e. the project root where ``dvc repro`` runs.
+Every reader module has ``load(cfg, raw_dir) -> Source`` and is picked by ``data.name``
+from :data:`READERS`. Readers check their files when called and decode only while the
+splits are iterated, one sample at a time. Relative paths in the config
+(``data.raw_dir``, ``data.*.path``) are relative to the working directory, i.e. the
+project root where ``dvc repro`` runs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from wgan.config import DataConfig
 from wgan.datasets import cifar10, images, masks, mnist
 from wgan.prepared import Source
 
-__all__ = ["READERS", "load_source", "raw_inputs"]
+__all__ = ["READERS", "load_source"]
 
 READERS: dict[str, ModuleType] = {
     "mnist": mnist,
@@ -39,8 +39,3 @@ def _reader(cfg: DataConfig) -> ModuleType:
 def load_source(cfg: DataConfig, raw_dir: Path | None = None) -> Source:
     """The lazy :class:`Source` of dataset ``cfg.name`` (raw files under ``cfg.raw_dir``)."""
     return _reader(cfg).load(cfg, Path(cfg.raw_dir) if raw_dir is None else Path(raw_dir))
-
-
-def raw_inputs(cfg: DataConfig) -> list[str]:
-    """The raw files/directories dataset ``cfg.name`` reads, e.g. for DVC ``deps``."""
-    return [str(p) for p in _reader(cfg).raw_paths(cfg, Path(cfg.raw_dir))]

@@ -40,7 +40,7 @@ from wgan.config import DataConfig, ImageFolderConfig
 from wgan.files import sha256_file
 from wgan.prepared import Example, ParallelSplit, Source
 
-__all__ = ["center_crop_box", "load", "raw_paths", "usable_cpus"]
+__all__ = ["center_crop_box", "load", "usable_cpus"]
 
 _SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 _FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")  # the only decoders a file may reach
@@ -397,7 +397,3 @@ def load(cfg: DataConfig, raw_dir: Path) -> Source:
         # than half of decode + resize; stored gzip blocks keep prepare decode-bound.
         compression_level=0,
     )
-
-
-def raw_paths(cfg: DataConfig, raw_dir: Path) -> list[Path]:
-    return [Path(cfg.celeba.path if cfg.name == "celeba" else cfg.folder.path)]
