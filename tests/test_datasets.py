@@ -33,20 +33,14 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from wgan.config import FILTERS, DataConfig, parse_params
-from wgan.datasets import cifar10, download, images, load_source, mnist
+from wgan.datasets import cifar10, download, images, load_source, mnist, prepared_params
 from wgan.datasets.download import fetch
 from wgan.datasets.images import center_crop_box, usable_cpus
 from wgan.datasets.safe_pickle import UnsafePickleError, load_pickle
 from wgan.files import sha256_file
-from wgan.prepared import (
-    ParallelSplit,
-    Source,
-    make_dataset,
-    read_meta,
-    read_numpy,
-    training_stream,
-    write_prepared,
-)
+from wgan.prepared.format import read_meta
+from wgan.prepared.read import make_dataset, read_numpy, training_stream
+from wgan.prepared.write import ParallelSplit, Source, write_prepared
 
 BICUBIC = Image.Resampling.BICUBIC
 CELEBA_BOX = (35, 55, 143, 163)
@@ -741,6 +735,18 @@ def test_safe_pickle_codecs_only_latin1():
 
 # --- prepared-format round trip ---
 
+def test_prepared_params_hold_only_what_decides_the_prepared_data():
+    base = parse_params({"data": {"name": "celeba"}}).data
+    other = parse_params({"data": {"name": "celeba", "workers": 7,
+                                   "folder": {"resize": 32}, "mask": {"length": 16}}}).data
+    assert prepared_params(base) == prepared_params(other)
+    assert prepared_params(base)["celeba"]["crop"] == 108
+    changed = parse_params({"data": {"name": "celeba", "celeba": {"resize": 32}}}).data
+    assert prepared_params(changed) != prepared_params(base)
+    assert set(prepared_params(parse_params({"data": {"name": "cifar10"}}).data)) == {
+        "name", "raw_dir", "shards"}
+
+
 def mnist_source(tmp_path):
     write_mnist_idx(tmp_path / "raw")
     return lambda: load_source(data_cfg(mnist={"source": "local"}), tmp_path / "raw")
@@ -881,7 +887,7 @@ PREPARE_FOREVER = """
 import multiprocessing, os, sys, time
 import numpy as np
 import tensorflow as tf
-from wgan.prepared import ParallelSplit, Source, write_prepared
+from wgan.prepared.write import ParallelSplit, Source, write_prepared
 tf.reduce_sum(tf.ones(3)).numpy()  # the TensorFlow runtime is up before the workers fork
 
 def crawl(items):

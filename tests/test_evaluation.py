@@ -39,7 +39,7 @@ from wgan.datasets.safe_pickle import load_pickle  # noqa: E402
 from wgan.evaluate import CLASSIFIER_KEYS, INCEPTION_KEYS, MASK_KEYS, evaluate  # noqa: E402
 from wgan.metrics import inception  # noqa: E402
 from wgan.models import latent_dim  # noqa: E402
-from wgan.prepared import Source, write_prepared  # noqa: E402
+from wgan.prepared.write import Source, write_prepared  # noqa: E402
 from wgan.sample import write_samples  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,8 @@ from PIL import Image
 from wgan.config import parse_params
 from wgan.metrics.masks import is_valid_mask
 from wgan.models import build_models
-from wgan.prepared import Source, read_meta, write_prepared
+from wgan.prepared.format import read_meta
+from wgan.prepared.write import Source, write_prepared
 from wgan.train import (
     NonFiniteLossError,
     TrainOutputs,

@@ -32,7 +32,8 @@ from keras import layers
 from wgan.config import ClassifierConfig
 from wgan.files import sha256_file, write_json
 from wgan.model_files import save_model
-from wgan.prepared import make_dataset, read_meta
+from wgan.prepared.format import read_meta
+from wgan.prepared.read import make_dataset
 
 __all__ = [
     "FEATURE_LAYER",

@@ -37,7 +37,6 @@ __all__ = [
     "VARIANT_DEFAULTS",
     "load_params",
     "parse_params",
-    "prepared_params",
     "dcgan_plan",
     "resolve_train",
     "to_dict",
@@ -362,20 +361,6 @@ def resolve_train(train: TrainConfig) -> TrainConfig:
     else:  # a variant's Adam betas mean nothing to RMSprop; do not record them as used
         resolved = dataclasses.replace(resolved, beta1=None, beta2=None)
     return resolved
-
-
-def prepared_params(data: DataConfig) -> dict[str, Any]:
-    """The ``data`` params that decide what ``prepare`` writes, as recorded in meta.json.
-
-    Not ``workers`` (the output does not depend on it) nor the sections of the other
-    datasets, so changing those neither changes the prepared data nor resets training
-    checkpoints (whose fingerprint includes this).
-    """
-    out = {"name": data.name, "raw_dir": data.raw_dir, "shards": data.shards}
-    section = getattr(data, data.name, None)  # cifar10 has none
-    if section is not None:
-        out[data.name] = to_dict(section)
-    return out
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -50,7 +50,8 @@ from wgan.metrics.masks import (
 )
 from wgan.metrics.precision_recall import precision_recall
 from wgan.metrics.swd import sliced_wasserstein_distance
-from wgan.prepared import PreparedMeta, read_meta, read_numpy, to_float
+from wgan.prepared.format import PreparedMeta, read_meta, to_float
+from wgan.prepared.read import read_numpy
 from wgan.sample import length_bins
 
 __all__ = ["CLASSIFIER_KEYS", "INCEPTION_KEYS", "MASK_KEYS", "RealSets", "evaluate",

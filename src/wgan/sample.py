@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 
 from wgan.config import SampleConfig
 from wgan.metrics.masks import mask_lengths
-from wgan.prepared import read_meta, read_numpy, to_uint8
+from wgan.prepared.format import read_meta, to_uint8
+from wgan.prepared.read import read_numpy
 from wgan.visualize import sample_grid, save_png
 
 __all__ = ["generate", "length_bins", "load_generator", "write_samples"]

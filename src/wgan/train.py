@@ -29,7 +29,8 @@ from wgan.files import write_json
 from wgan.metrics.masks import is_valid_mask
 from wgan.model_files import save_model
 from wgan.models import build_models, latent_dim, resolve_model
-from wgan.prepared import PreparedMeta, read_meta, to_uint8, training_stream
+from wgan.prepared.format import PreparedMeta, read_meta, to_uint8
+from wgan.prepared.read import training_stream
 from wgan.steps import compiles_with_xla, make_train_steps
 from wgan.training_log import TrainingLog
 from wgan.visualize import sample_grid, save_gif, save_png

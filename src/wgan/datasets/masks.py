@@ -17,7 +17,8 @@ import numpy as np
 from wgan.config import DataConfig
 from wgan.datasets.safe_pickle import load_pickle
 from wgan.files import sha256_file
-from wgan.prepared import Example, Source
+from wgan.prepared.format import Example
+from wgan.prepared.write import Source
 
 __all__ = ["load"]
 

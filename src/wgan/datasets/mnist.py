@@ -20,7 +20,8 @@ import numpy as np
 from wgan.config import DataConfig
 from wgan.datasets.download import fetch
 from wgan.files import sha256_file
-from wgan.prepared import Example, Source
+from wgan.prepared.format import Example
+from wgan.prepared.write import Source
 
 __all__ = ["URL", "SHA256", "IDX_FILES", "load", "bundled_csv"]
 
