@@ -17,6 +17,7 @@ from wgan.metrics.kid import kernel_inception_distance
 from wgan.metrics.masks import (
     histogram_coverage,
     is_valid_mask,
+    length_bins,
     length_ks,
     length_wasserstein,
     mask_lengths,
@@ -282,6 +283,11 @@ def test_length_distances_hand_computed() -> None:
     # At t = 2: F_real = 2/3, F_gen = 0.
     assert length_ks(np.array([1, 2, 3]), np.array([3, 4, 5])) == pytest.approx(2 / 3)
     assert length_ks(np.array([1, 2, 3]), np.array([3, 2, 1])) == 0.0
+
+
+def test_length_bins_are_fixed_by_the_mask_length() -> None:
+    np.testing.assert_array_equal(length_bins(100), np.arange(0, 102, 2))
+    assert len(length_bins(7)) == 51 and length_bins(7)[-1] == 7
 
 
 def test_histogram_coverage() -> None:
