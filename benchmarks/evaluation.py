@@ -40,7 +40,7 @@ def _shifted_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _fixture(n: int):
     from wgan.classifier import train_classifier
     from wgan.config import ClassifierConfig
-    from wgan.prepared import Source, write_prepared
+    from wgan.prepared.write import Source, write_prepared
 
     root = WORK / f"evaluate-{n}"
     prepared, samples, classifier = root / "prepared", root / "samples", root / "classifier"

@@ -26,14 +26,12 @@ BATCH = 64
 
 
 def _prepared_mnist():
-    from wgan.config import parse_params, prepared_params
-    from wgan.datasets import load_source
-    from wgan.prepared import write_prepared
+    from wgan.config import parse_params
+    from wgan.datasets import prepare
 
     out = WORK / "prepared-mnist"
     if not (out / "meta.json").is_file():
-        data = parse_params({}).data
-        write_prepared(load_source(data), out, data.shards, prepared_params(data))
+        prepare(parse_params({}).data, out)
     return out
 
 
@@ -58,7 +56,7 @@ def _consumption(results: dict, model: str) -> float | None:
 def run(size: str = "default", results: dict | None = None) -> list[Figure]:
     import tensorflow as tf
 
-    from wgan.prepared import training_stream
+    from wgan.prepared.read import training_stream
 
     spec = SIZES[size]
     results = results or {}

@@ -7,11 +7,11 @@ files. 1,000 distinct pictures are drawn; the other files are byte-unique copies
 (a JPEG comment segment holds the file number), which costs the decoder the same;
 smaller sets draw n/20 pictures.
 
-Each size runs ``wgan.datasets.load_source`` + ``wgan.prepared.write_prepared`` (what
-``stages/prepare.py`` does) in a fresh subprocess, so its peak RSS is its own. Throughput
-is images written per second of the in-process prepare (listing, decoding, cropping,
-resizing, hashing, serialising, GZIP TFRecord writes and the atomic rename); the
-subprocess wall time with interpreter and TensorFlow start-up is reported next to it.
+Each size runs ``wgan.datasets.prepare`` (what ``stages/prepare.py`` does) in a fresh
+subprocess, so its peak RSS is its own. Throughput is images written per second of the
+in-process prepare (listing, decoding, cropping, resizing, hashing, serialising, GZIP
+TFRecord writes and the atomic rename); the subprocess wall time with interpreter and
+TensorFlow start-up is reported next to it.
 """
 
 from __future__ import annotations
@@ -86,14 +86,13 @@ def celeba_like(n: int) -> Path:
 def _child(n: int, out: str) -> None:
     """Subprocess body: prepare the set of size n into ``out``; print one JSON line."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from wgan.config import parse_params, prepared_params
-    from wgan.datasets import load_source
-    from wgan.prepared import write_prepared
+    from wgan.config import parse_params
+    from wgan.datasets import prepare
 
     data = parse_params({"data": {"name": "celeba",
                                   "celeba": {"path": str(WORK / f"celeba-{n}")}}}).data
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
-    meta = write_prepared(load_source(data), out, data.shards, prepared_params(data))
+    meta = prepare(data, out)
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0  # the pool's workers are reaped by now
     size = sum(p.stat().st_size for p in Path(out).glob("*.tfrecord.gz"))

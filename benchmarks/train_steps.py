@@ -113,14 +113,12 @@ def matmul_rate(n: int = 2048, repeats: int = 7) -> tuple[float, dict]:
 
 def _prepared_mnist() -> Path:
     """Prepared bundled MNIST under ``WORK``, made once."""
-    from wgan.config import parse_params, prepared_params
-    from wgan.datasets import load_source
-    from wgan.prepared import write_prepared
+    from wgan.config import parse_params
+    from wgan.datasets import prepare
 
     prepared = WORK / "prepared-mnist"
     if not (prepared / "meta.json").is_file():
-        data = parse_params({}).data
-        write_prepared(load_source(data), prepared, data.shards, prepared_params(data))
+        prepare(parse_params({}).data, prepared)
     return prepared
 
 
@@ -156,7 +154,7 @@ def _headline_loop(size: str, spec: dict) -> list[Figure]:
     from reference_loop import reference_steps
 
     from wgan.models import latent_dim
-    from wgan.prepared import training_stream
+    from wgan.prepared.read import training_stream
 
     shape, model = spec["models"][TARGET_MODEL]
     cfg, steps, params = _build(shape, model, "wgan-gp", True, spec["batch"])

@@ -1,14 +1,13 @@
 """DVC stage `classifier`: train the domain classifier used by `evaluate` (labelled data)."""
 
-import json
 import os
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from wgan.classifier import train_classifier  # noqa: E402
 from wgan.cli import run_stage  # noqa: E402
 from wgan.config import load_params  # noqa: E402
+from wgan.files import write_json  # noqa: E402
 
 USAGE = "python stages/classifier.py PREPARED_DIR CLASSIFIER_DIR METRICS_JSON"
 
@@ -17,8 +16,7 @@ def main(argv: list[str]) -> None:
     prepared, classifier_dir, metrics_json = argv
     params = load_params("params.yaml")
     metrics = train_classifier(prepared, classifier_dir, params.classifier, params.seed)
-    Path(metrics_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(metrics_json).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(metrics_json, metrics)
     print(metrics)
 
 

@@ -5,15 +5,13 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from wgan.cli import run_stage  # noqa: E402
-from wgan.config import load_params, prepared_params  # noqa: E402
-from wgan.datasets import load_source  # noqa: E402
-from wgan.prepared import write_prepared  # noqa: E402
+from wgan.config import load_params  # noqa: E402
+from wgan.datasets import prepare  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
     (out_dir,) = argv
-    data = load_params("params.yaml").data
-    meta = write_prepared(load_source(data), out_dir, data.shards, prepared_params(data))
+    meta = prepare(load_params("params.yaml").data, out_dir)
     print(f"prepared {meta.dataset} {list(meta.shape)}: {meta.counts} -> {out_dir}")
 
 

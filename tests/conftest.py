@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from wgan.prepared import Source, write_prepared  # noqa: E402
+from wgan.prepared.write import Source, write_prepared  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

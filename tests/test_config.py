@@ -10,7 +10,6 @@ from wgan.config import (
     ignored_knobs,
     load_params,
     parse_params,
-    prepared_params,
     resolve_train,
     to_dict,
 )
@@ -117,18 +116,6 @@ def test_user_values_win_over_variant_defaults():
 def test_a_nested_override_keeps_the_sections_own_defaults():
     folder = parse_params({"data": {"folder": {"resize": 32}}}).data.folder
     assert (folder.resize, folder.crop, folder.path) == (32, None, "data/raw/images")
-
-
-def test_prepared_params_hold_only_what_decides_the_prepared_data():
-    base = parse_params({"data": {"name": "celeba"}}).data
-    other = parse_params({"data": {"name": "celeba", "workers": 7,
-                                   "folder": {"resize": 32}, "mask": {"length": 16}}}).data
-    assert prepared_params(base) == prepared_params(other)
-    assert prepared_params(base)["celeba"]["crop"] == 108
-    changed = parse_params({"data": {"name": "celeba", "celeba": {"resize": 32}}}).data
-    assert prepared_params(changed) != prepared_params(base)
-    assert set(prepared_params(parse_params({"data": {"name": "cifar10"}}).data)) == {
-        "name", "raw_dir", "shards"}
 
 
 @pytest.mark.parametrize("side", [16, 28, 32, 56, 64, 112, 128, 256])

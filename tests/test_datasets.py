@@ -33,19 +33,14 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from wgan.config import FILTERS, DataConfig, parse_params
-from wgan.datasets import cifar10, download, images, load_source, mnist, raw_inputs
-from wgan.datasets.download import fetch, sha256_file
+from wgan.datasets import cifar10, download, images, load_source, mnist, prepared_params
+from wgan.datasets.download import fetch
 from wgan.datasets.images import center_crop_box, usable_cpus
 from wgan.datasets.safe_pickle import UnsafePickleError, load_pickle
-from wgan.prepared import (
-    ParallelSplit,
-    Source,
-    make_dataset,
-    read_meta,
-    read_numpy,
-    training_stream,
-    write_prepared,
-)
+from wgan.files import sha256_file
+from wgan.prepared.format import read_meta
+from wgan.prepared.read import make_dataset, read_numpy, training_stream
+from wgan.prepared.write import ParallelSplit, Source, write_prepared
 
 BICUBIC = Image.Resampling.BICUBIC
 CELEBA_BOX = (35, 55, 143, 163)
@@ -153,7 +148,6 @@ def test_mnist_bundled_split_and_pixels():
         rows = [list(map(int, line.split(","))) for line in f]
     expected = sorted((bytes(r[:784]), r[784]) for r in rows)
     assert as_keys(splits["train"] + splits["test"]) == expected
-    assert raw_inputs(data_cfg(mnist={"source": "bundled"})) == []
 
 
 # --- CIFAR-10 ---
@@ -629,7 +623,6 @@ def test_folder_zip_and_missing(tmp_path):
     cfg = data_cfg(name="folder", folder={"path": str(tmp_path / "pics.zip"), "crop": 30,
                                           "resize": 16, "test_fraction": 0.0})
     assert [x.shape for x, _ in consume(load_source(cfg))["train"]] == [(16, 16, 3)]
-    assert raw_inputs(cfg) == [str(tmp_path / "pics.zip")]
     missing = data_cfg(name="folder", folder={"path": str(tmp_path / "nope")})
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
         load_source(missing)
@@ -741,6 +734,18 @@ def test_safe_pickle_codecs_only_latin1():
 
 
 # --- prepared-format round trip ---
+
+def test_prepared_params_hold_only_what_decides_the_prepared_data():
+    base = parse_params({"data": {"name": "celeba"}}).data
+    other = parse_params({"data": {"name": "celeba", "workers": 7,
+                                   "folder": {"resize": 32}, "mask": {"length": 16}}}).data
+    assert prepared_params(base) == prepared_params(other)
+    assert prepared_params(base)["celeba"]["crop"] == 108
+    changed = parse_params({"data": {"name": "celeba", "celeba": {"resize": 32}}}).data
+    assert prepared_params(changed) != prepared_params(base)
+    assert set(prepared_params(parse_params({"data": {"name": "cifar10"}}).data)) == {
+        "name", "raw_dir", "shards"}
+
 
 def mnist_source(tmp_path):
     write_mnist_idx(tmp_path / "raw")
@@ -882,7 +887,7 @@ PREPARE_FOREVER = """
 import multiprocessing, os, sys, time
 import numpy as np
 import tensorflow as tf
-from wgan.prepared import ParallelSplit, Source, write_prepared
+from wgan.prepared.write import ParallelSplit, Source, write_prepared
 tf.reduce_sum(tf.ones(3)).numpy()  # the TensorFlow runtime is up before the workers fork
 
 def crawl(items):

@@ -9,10 +9,12 @@ metrics must be null with a reason; with a file, a stand-in network checks the p
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +41,7 @@ from wgan.datasets.safe_pickle import load_pickle  # noqa: E402
 from wgan.evaluate import CLASSIFIER_KEYS, INCEPTION_KEYS, MASK_KEYS, evaluate  # noqa: E402
 from wgan.metrics import inception  # noqa: E402
 from wgan.models import latent_dim  # noqa: E402
-from wgan.prepared import Source, write_prepared  # noqa: E402
+from wgan.prepared.write import Source, write_prepared  # noqa: E402
 from wgan.sample import write_samples  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,7 +250,10 @@ def test_masks_path(tmp_path) -> None:
                        {"train": (prefix_masks(150, 0), [None] * 150),
                         "test": (prefix_masks(50, 1), [None] * 50)}, None)
     generator = garbage_generator(tmp_path / "generator.keras", (MASK_LENGTH,))
-    samples = write_samples(generator, prepared, tmp_path / "samples", tmp_path / "report",
+    meta_only = tmp_path / "meta-only"  # sample reads the prepared meta.json, no samples
+    meta_only.mkdir()
+    shutil.copy(prepared / "meta.json", meta_only)
+    samples = write_samples(generator, meta_only, tmp_path / "samples", tmp_path / "report",
                             SAMPLE, SEED)
     pickled = tmp_path / "samples" / "masks.pkl"
     masks = load_pickle(pickled)
@@ -258,7 +263,6 @@ def test_masks_path(tmp_path) -> None:
         "path": str(pickled), "length": MASK_LENGTH, "test_fraction": 0.0}}}).data
     reread = [x.tobytes() for x, _ in mask_reader.load(data, tmp_path).splits["train"]]
     assert sorted(reread) == sorted(x.tobytes() for x in samples)
-    assert (tmp_path / "report" / "lengths.png").is_file()
     train_classifier(prepared, tmp_path / "classifier", CLASSIFIER, SEED)
     result = evaluate(prepared, tmp_path / "samples", tmp_path / "classifier",
                       tmp_path / "plots", EVALUATE, SEED)
@@ -266,7 +270,12 @@ def test_masks_path(tmp_path) -> None:
     assert_paired_finite(result["masks"], MASK_KEYS)
     assert result["masks"]["validity_rate"]["floor"] == 1.0
     assert result["masks"]["length_w1"]["value"] > result["masks"]["length_w1"]["floor"]
-    assert (tmp_path / "plots" / "lengths.csv").read_text().startswith("length,real,generated")
+    # The real-vs-generated length histogram (dvc.yaml plot mask_length_histogram).
+    with open(tmp_path / "plots" / "lengths.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["length", "real", "generated"] and len(rows) == 51
+    for column in (1, 2):
+        assert sum(float(row[column]) for row in rows[1:]) == pytest.approx(1.0)
 
 
 def test_stage_scripts_run_end_to_end(digits, tmp_path) -> None:

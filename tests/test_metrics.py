@@ -12,16 +12,12 @@ from scipy import linalg
 
 from wgan.metrics import inception
 from wgan.metrics.classes import class_histogram_kl, classifier_score, mode_coverage
-from wgan.metrics.frechet import (
-    RunningStatistics,
-    feature_statistics,
-    fid_from_features,
-    frechet_distance,
-)
+from wgan.metrics.frechet import fid_from_features, frechet_distance
 from wgan.metrics.kid import kernel_inception_distance
 from wgan.metrics.masks import (
     histogram_coverage,
     is_valid_mask,
+    length_bins,
     length_ks,
     length_wasserstein,
     mask_lengths,
@@ -87,29 +83,6 @@ def test_fid_from_samples_matches_gaussian_closed_form() -> None:
 def test_frechet_distance_rejects_shape_mismatch() -> None:
     with pytest.raises(ValueError):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(2), np.eye(2))
-
-
-def test_running_statistics_matches_numpy() -> None:
-    # Large offset: the naive sum-of-outer-products formula loses digits here.
-    features = _rng(3).standard_normal((257, 5)) * [1.0, 2.0, 0.1, 5.0, 1.0] + 1e4
-    stats = RunningStatistics()
-    for batch in np.array_split(features, [1, 10, 100, 200]):
-        stats.update(batch)
-    assert stats.count == features.shape[0]
-    np.testing.assert_allclose(stats.mean, features.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(
-        stats.covariance, np.cov(features, rowvar=False), rtol=1e-8, atol=1e-10
-    )
-    mu, sigma = feature_statistics(features)
-    np.testing.assert_allclose(stats.covariance, sigma, rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(stats.mean, mu, rtol=1e-12)
-
-
-def test_running_statistics_rejects_dimension_change() -> None:
-    stats = RunningStatistics()
-    stats.update(np.zeros((2, 3)))
-    with pytest.raises(ValueError):
-        stats.update(np.zeros((2, 4)))
 
 
 # --- KID --------------------------------------------------------------------
@@ -310,6 +283,11 @@ def test_length_distances_hand_computed() -> None:
     # At t = 2: F_real = 2/3, F_gen = 0.
     assert length_ks(np.array([1, 2, 3]), np.array([3, 4, 5])) == pytest.approx(2 / 3)
     assert length_ks(np.array([1, 2, 3]), np.array([3, 2, 1])) == 0.0
+
+
+def test_length_bins_are_fixed_by_the_mask_length() -> None:
+    np.testing.assert_array_equal(length_bins(100), np.arange(0, 102, 2))
+    assert len(length_bins(7)) == 51 and length_bins(7)[-1] == 7
 
 
 def test_histogram_coverage() -> None:

@@ -189,3 +189,16 @@ def test_every_stage_depends_on_the_code_it_imports():
         for file in sorted(_imported_files(script, ROOT / "src", set())):
             covered = any(file == d or d in file.parents for d in deps)
             assert covered, f"{name}: imports {file.relative_to(ROOT)}, which is not in its deps"
+
+
+def test_only_prepare_depends_on_the_prepared_writer():
+    """Editing the writer must re-run `prepare` alone (its output stays byte-identical,
+    so nothing after it runs); with the test above, this keeps every later stage from
+    importing it, e.g. through ``wgan/prepared/__init__.py``."""
+    import yaml
+
+    writer = ROOT / "src/wgan/prepared/write.py"
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        deps = [ROOT / d for d in stage["deps"]]
+        covered = any(writer == d or d in writer.parents for d in deps)
+        assert covered == (name == "prepare"), f"{name}: depends on the writer: {covered}"

@@ -28,7 +28,8 @@ from wgan.checkpoints import NonFiniteLossError, fingerprint, first_non_finite
 from wgan.config import parse_params
 from wgan.metrics.masks import is_valid_mask
 from wgan.models import build_models
-from wgan.prepared import Source, read_meta, write_prepared
+from wgan.prepared.format import read_meta
+from wgan.prepared.write import Source, write_prepared
 from wgan.train import TrainOutputs, train
 from wgan.training_setup import critic_iterations
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from wgan.config import Params, resolve_train, to_dict, yaml_name
-from wgan.prepared import PreparedMeta
+from wgan.prepared.format import PreparedMeta
 from wgan.variants import VARIANT_KNOBS, get_variant
 
 __all__ = ["Checkpoints", "NonFiniteLossError", "fingerprint", "first_non_finite",

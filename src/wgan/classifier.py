@@ -9,9 +9,11 @@ records why, so the pipeline still runs and evaluation falls back to label-free 
 
 ``classifier.keras`` is saved with ``info.json``: num_classes, layer names, the sha256
 of the .keras file (checked on load, so scores are never silently computed with another
-network) and that of the weights inside it. Only the latter goes into the evaluation
-protocol: Keras stamps the save date and object ids into the archive, so the file's
-hash changes whenever training is repeated, while the (deterministic) weights' does not.
+network) and that of the weights inside it. Neither changes when a retrain reproduces
+the weights (:func:`wgan.model_files.save_model` writes the same bytes for the same
+model). The protocol records the weights' hash: it names the network by its weights alone, so it
+does not change when only the file around them does (another Keras version's config or
+metadata).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import numpy as np
 from keras import layers
 
 from wgan.config import ClassifierConfig
+from wgan.files import sha256_file, write_json
 from wgan.model_files import save_model
-from wgan.prepared import make_dataset, read_meta
+from wgan.prepared.format import read_meta
+from wgan.prepared.read import make_dataset
 
 __all__ = [
     "FEATURE_LAYER",
@@ -46,13 +50,9 @@ MODEL_FILE = "classifier.keras"
 INFO_FILE = "info.json"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _weights_sha256(keras_file: Path) -> str:
-    with zipfile.ZipFile(keras_file) as archive:
-        return hashlib.sha256(archive.read("model.weights.h5")).hexdigest()
+    with zipfile.ZipFile(keras_file) as archive, archive.open("model.weights.h5") as weights:
+        return hashlib.file_digest(weights, "sha256").hexdigest()
 
 
 def _conv_block(x, filters: int):
@@ -66,7 +66,8 @@ def build_classifier(shape: tuple[int, ...], num_classes: int) -> keras.Model:
     Blocks stop once the side is ≤ 7 px: 28×28 gets two, 32×32 three. Strides instead
     of pooling cost 4× less on 2 CPU cores. BatchNorm (momentum 0.9, so its moving
     statistics settle within the ~100 steps of three bundled-MNIST epochs) is what lets
-    three epochs at lr 1e-3 pass 95% test accuracy (96.0% with seed 0).
+    three epochs at the default lr 3e-3 (``classifier.lr``) pass 95% test accuracy (97.0%
+    with seed 0).
     """
     x_in = keras.Input(shape, name="x")
     x, side = x_in, shape[0]
@@ -81,10 +82,6 @@ def build_classifier(shape: tuple[int, ...], num_classes: int) -> keras.Model:
     return keras.Model(x_in, out, name="domain_classifier")
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
-
 def train_classifier(prepared_dir: str | Path, classifier_dir: str | Path,
                      config: ClassifierConfig, seed: int) -> dict[str, Any]:
     """Train, test and save the classifier; return the stage metrics.
@@ -97,7 +94,7 @@ def train_classifier(prepared_dir: str | Path, classifier_dir: str | Path,
     classifier_dir.mkdir(parents=True, exist_ok=True)
     if meta.num_classes is None:
         reason = f"dataset {meta.dataset!r} has no class labels"
-        _write_json(classifier_dir / INFO_FILE, {"trained": False, "reason": reason})
+        write_json(classifier_dir / INFO_FILE, {"trained": False, "reason": reason})
         return {"trained": False, "reason": reason}
     keras.utils.set_random_seed(seed)
     model = build_classifier(meta.shape, meta.num_classes)
@@ -112,13 +109,13 @@ def train_classifier(prepared_dir: str | Path, classifier_dir: str | Path,
     test = make_dataset(prepared_dir, "test", 1000, shuffle=False, with_labels=True)
     _, accuracy = model.evaluate(test, steps=-(-meta.counts["test"] // 1000), verbose=0)
     save_model(model, classifier_dir / MODEL_FILE)
-    _write_json(classifier_dir / INFO_FILE, {
+    write_json(classifier_dir / INFO_FILE, {
         "trained": True,
         "num_classes": meta.num_classes,
         "shape": list(meta.shape),
         "feature_layer": FEATURE_LAYER,
         "probs_layer": PROBS_LAYER,
-        "sha256": _sha256(classifier_dir / MODEL_FILE),
+        "sha256": sha256_file(classifier_dir / MODEL_FILE),
         "weights_sha256": _weights_sha256(classifier_dir / MODEL_FILE),
     })
     return {"trained": True, "test_accuracy": float(accuracy), "epochs": config.epochs}
@@ -150,7 +147,7 @@ def load_feature_extractor(classifier_dir: str | Path) -> DomainClassifier | Non
     if not info["trained"]:
         return None
     path = classifier_dir / MODEL_FILE
-    if _sha256(path) != info["sha256"]:
+    if sha256_file(path) != info["sha256"]:
         raise ValueError(f"{path} does not match the sha256 in {INFO_FILE}; re-run the "
                          "classifier stage")
     model = keras.models.load_model(path, compile=False)

@@ -42,7 +42,6 @@ __all__ = [
     "EvaluateConfig",
     "load_params",
     "parse_params",
-    "prepared_params",
     "resolve_train",
     "ignored_knobs",
     "to_dict",
@@ -408,20 +407,6 @@ def ignored_knobs(train: TrainConfig) -> dict[str, Any]:
         names += ["beta1", "beta2"]
     return {f"train.{yaml_name(k)}": getattr(train, k) for k in names
             if getattr(train, k) != getattr(base, k)}
-
-
-def prepared_params(data: DataConfig) -> dict[str, Any]:
-    """The ``data`` params that decide what ``prepare`` writes, as recorded in meta.json.
-
-    Not ``workers`` (the output does not depend on it) nor the sections of the other
-    datasets, so changing those neither changes the prepared data nor resets training
-    checkpoints (whose fingerprint includes this).
-    """
-    out = {"name": data.name, "raw_dir": data.raw_dir, "shards": data.shards}
-    section = getattr(data, data.name, None)  # cifar10 has none
-    if section is not None:
-        out[data.name] = to_dict(section)
-    return out
 
 
 def yaml_name(field_name: str) -> str:

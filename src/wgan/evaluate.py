@@ -43,6 +43,7 @@ from wgan.metrics.frechet import fid_from_features
 from wgan.metrics.kid import kernel_inception_distance
 from wgan.metrics.masks import (
     histogram_coverage,
+    length_bins,
     length_ks,
     length_wasserstein,
     mask_lengths,
@@ -50,8 +51,8 @@ from wgan.metrics.masks import (
 )
 from wgan.metrics.precision_recall import precision_recall
 from wgan.metrics.swd import sliced_wasserstein_distance
-from wgan.prepared import PreparedMeta, read_meta, read_numpy, to_float
-from wgan.sample import length_bins
+from wgan.prepared.format import PreparedMeta, read_meta, to_float
+from wgan.prepared.read import read_numpy
 
 __all__ = ["CLASSIFIER_KEYS", "INCEPTION_KEYS", "MASK_KEYS", "RealSets", "evaluate",
            "load_samples", "real_sets"]

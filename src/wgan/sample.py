@@ -8,7 +8,9 @@ moving statistics), so a sample does not depend on the other samples of its batc
 
 Outputs: ``samples.npz`` (key ``x``: uint8 HWC images or 0/1 masks [N, L]) and
 ``grid.png``; for masks also ``masks.pkl`` (float32 0/1 [N, L], the WGAN_GP_MASK
-input format) and ``lengths.png`` (real vs generated mask lengths).
+input format). Of the prepared data only ``meta.json`` is read (shape, images or
+masks), so the stage depends on no real sample; ``evaluate`` compares real and
+generated mask lengths (``lengths.csv``).
 """
 
 from __future__ import annotations
@@ -18,14 +20,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from matplotlib.figure import Figure
 
 from wgan.config import SampleConfig
-from wgan.metrics.masks import mask_lengths
-from wgan.prepared import read_meta, read_numpy, to_uint8
+from wgan.prepared.format import read_meta, to_uint8
 from wgan.visualize import sample_grid, save_png
 
-__all__ = ["generate", "length_bins", "load_generator", "write_samples"]
+__all__ = ["generate", "load_generator", "write_samples"]
 
 
 def load_generator(path: str | Path) -> keras.Model:
@@ -47,31 +47,6 @@ def generate(generator: keras.Model, n: int, batch: int, seed: int, is_image: bo
     return out
 
 
-def length_bins(length: int) -> np.ndarray:
-    """Fixed histogram edges over [0, L] for mask lengths, so runs compare bin by bin."""
-    return np.linspace(0, length, 51)
-
-
-def _real_lengths(prepared_dir: str | Path) -> np.ndarray:
-    """Mask lengths of the whole train split, streamed."""
-    return np.concatenate([mask_lengths(x) for x, _ in read_numpy(prepared_dir, "train")])
-
-
-def _save_length_histogram(real: np.ndarray, generated: np.ndarray, length: int,
-                           path: Path) -> None:
-    """Overlaid density histograms of real and generated mask lengths."""
-    fig = Figure(figsize=(6, 3.5))
-    ax = fig.add_subplot()
-    bins = length_bins(length)
-    ax.hist(real, bins=bins, density=True, alpha=0.5, label=f"real train ({len(real)})")
-    ax.hist(generated, bins=bins, density=True, alpha=0.5, label=f"generated ({len(generated)})")
-    ax.set_xlabel("mask length (number of ones)")
-    ax.set_ylabel("density")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
 def write_samples(generator_path: str | Path, prepared_dir: str | Path, samples_dir: str | Path,
                   report_dir: str | Path, config: SampleConfig, seed: int) -> np.ndarray:
     """Generate ``config.n`` samples and write the sample stage's outputs; return them."""
@@ -90,6 +65,4 @@ def write_samples(generator_path: str | Path, prepared_dir: str | Path, samples_
     if not meta.is_image:
         with open(samples_dir / "masks.pkl", "wb") as f:
             pickle.dump(samples.astype(np.float32), f, protocol=pickle.HIGHEST_PROTOCOL)
-        _save_length_histogram(_real_lengths(prepared_dir), mask_lengths(samples),
-                               meta.shape[0], report_dir / "lengths.png")
     return samples

@@ -8,7 +8,6 @@ in the curves and every loss is checked for NaN/Inf before a checkpoint is saved
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -32,10 +31,12 @@ from wgan.distribution import (
     per_replica_batch,
     update_seed,
 )
+from wgan.files import write_json
 from wgan.metrics.masks import is_valid_mask
 from wgan.model_files import save_model
 from wgan.models import resolve_model
-from wgan.prepared import PreparedMeta, read_meta, to_uint8, training_stream
+from wgan.prepared.format import PreparedMeta, read_meta, to_uint8
+from wgan.prepared.read import training_stream
 from wgan.training_log import ProgressGrids, TrainingLog
 from wgan.training_setup import TrainingSetup, build_training, critic_iterations
 
@@ -146,8 +147,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     _save_models(run, params, meta, out)
     grids.publish(out.progress)
     summary = _summary(run, cfg.variant, log.last_values(), wall, stopped_early)
-    out.metrics.parent.mkdir(parents=True, exist_ok=True)
-    out.metrics.write_text(json.dumps(summary, indent=2))
+    write_json(out.metrics, summary)
     log.close()
     if not is_chief():
         shutil.rmtree(out.models.parent, ignore_errors=True)
@@ -181,7 +181,7 @@ def _save_models(run: TrainingSetup, params: Params, meta: PreparedMeta,
     resolved = {**to_dict(params), "model": to_dict(resolve_model(params.model, meta.shape)),
                 "train": to_dict(resolve_train(params.train)),
                 "ignored": ignored_knobs(params.train)}
-    (out.models / "train_config.json").write_text(json.dumps(resolved, indent=2))
+    write_json(out.models / "train_config.json", resolved)
 
 
 def _summary(run: TrainingSetup, variant: str, last: dict, wall: float,

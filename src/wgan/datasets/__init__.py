@@ -1,22 +1,25 @@
-"""Dataset readers: raw files -> :class:`wgan.prepared.Source` for the ``prepare`` stage.
+"""Dataset readers: raw files -> :class:`wgan.prepared.write.Source` for the ``prepare`` stage.
 
-Every reader module has ``load(cfg, raw_dir) -> Source`` and ``raw_paths(cfg, raw_dir)``
-and is picked by ``data.name`` from :data:`READERS`. Readers check their files when
-called and decode only while the splits are iterated, one sample at a time. Relative
-paths in the config (``data.raw_dir``, ``data.*.path``) are relative to the working
-directory, i.e. the project root where ``dvc repro`` runs.
+Every reader module has ``load(cfg, raw_dir) -> Source`` and is picked by ``data.name``
+from :data:`READERS`. Readers check their files when called and decode only while the
+splits are iterated, one sample at a time. Relative paths in the config
+(``data.raw_dir``, ``data.*.path``) are relative to the working directory, i.e. the
+project root where ``dvc repro`` runs. :func:`prepare` is the whole ``prepare`` stage:
+read the dataset and write it in the prepared format.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-from wgan.config import DataConfig
+from wgan.config import DataConfig, to_dict
 from wgan.datasets import cifar10, images, masks, mnist
-from wgan.prepared import Source
+from wgan.prepared.format import PreparedMeta
+from wgan.prepared.write import Source, write_prepared
 
-__all__ = ["READERS", "load_source", "raw_inputs"]
+__all__ = ["READERS", "load_source", "prepare", "prepared_params"]
 
 READERS: dict[str, ModuleType] = {
     "mnist": mnist,
@@ -41,6 +44,20 @@ def load_source(cfg: DataConfig, raw_dir: Path | None = None) -> Source:
     return _reader(cfg).load(cfg, Path(cfg.raw_dir) if raw_dir is None else Path(raw_dir))
 
 
-def raw_inputs(cfg: DataConfig) -> list[str]:
-    """The raw files/directories dataset ``cfg.name`` reads, e.g. for DVC ``deps``."""
-    return [str(p) for p in _reader(cfg).raw_paths(cfg, Path(cfg.raw_dir))]
+def prepared_params(data: DataConfig) -> dict[str, Any]:
+    """The ``data`` params that decide what ``prepare`` writes, as recorded in meta.json.
+
+    Not ``workers`` (the output does not depend on it) nor the sections of the other
+    datasets, so changing those neither changes the prepared data nor resets training
+    checkpoints (whose fingerprint includes this).
+    """
+    out = {"name": data.name, "raw_dir": data.raw_dir, "shards": data.shards}
+    section = getattr(data, data.name, None)  # cifar10 has none
+    if section is not None:
+        out[data.name] = to_dict(section)
+    return out
+
+
+def prepare(data: DataConfig, out_dir: str | Path) -> PreparedMeta:
+    """Read dataset ``data.name`` and write it, prepared, to ``out_dir`` (atomically)."""
+    return write_prepared(load_source(data), out_dir, data.shards, prepared_params(data))

@@ -16,11 +16,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from wgan.config import DataConfig
-from wgan.datasets.download import fetch, sha256_file
+from wgan.datasets.download import fetch
 from wgan.datasets.safe_pickle import load_pickle
-from wgan.prepared import Example, Source
+from wgan.files import sha256_file
+from wgan.prepared.format import Example
+from wgan.prepared.write import Source
 
-__all__ = ["URL", "SHA256", "ARCHIVE", "MEMBERS", "load", "raw_paths"]
+__all__ = ["URL", "SHA256", "ARCHIVE", "MEMBERS", "load"]
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 # The site publishes only md5 c58f30108f718f92721af3b95e74349a; this sha256 of the
@@ -101,7 +103,3 @@ def load(cfg: DataConfig, raw_dir: Path) -> Source:
         sha256={path.name: sha256_file(path)},
         size_hints=dict(_SIZES),
     )
-
-
-def raw_paths(cfg: DataConfig, raw_dir: Path) -> list[Path]:
-    return [raw_dir / ARCHIVE]

