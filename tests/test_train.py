@@ -395,3 +395,53 @@ def test_linear_lr_decay_reaches_zero(tmp_path, digits):
     rows = [r.split("\t") for r in out.curves.read_text().splitlines()[1:]]
     lrs = [float(r[-1]) for r in rows]
     np.testing.assert_allclose(lrs, [1e-3, 7.5e-4, 5e-4, 2.5e-4], rtol=1e-5)
+
+
+def _damage_newest(out: TrainOutputs, how: str) -> Path:
+    """Damage the newest checkpoint as a crash or a bad disk would; return its prefix."""
+    newest = tf.train.latest_checkpoint(out.checkpoints)
+    data = next(Path(newest).parent.glob(Path(newest).name + ".data-*"))
+    index = Path(newest + ".index")
+    if how == "truncated":
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    elif how == "flipped":
+        blob = bytearray(data.read_bytes())
+        blob[len(blob) // 2] ^= 0xFF
+        data.write_bytes(bytes(blob))
+    else:  # an empty index
+        index.write_bytes(b"")
+    return Path(newest)
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped", "empty index"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, digits, capsys, how):
+    straight = TrainOutputs.under(tmp_path / "straight")
+    train(_params(steps=6), digits, straight)
+    out = TrainOutputs.under(tmp_path / "damaged")
+    train(_params(steps=4), digits, out)  # checkpoints at steps 2 and 4
+    newest = _damage_newest(out, how)
+    capsys.readouterr()
+    train(_params(steps=6), digits, out)
+    err = capsys.readouterr().err
+    assert f"checkpoint {newest} is damaged (" in err
+    assert f"resuming from {newest.with_name('ckpt-2')}" in err
+    # Resumed exactly from step 2: the same weights as a run never interrupted.
+    for model in ("generator.keras", "critic.keras"):
+        for a, b in zip(_weights(straight.models / model), _weights(out.models / model),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_no_readable_checkpoint_or_a_garbled_stamp_starts_fresh(tmp_path, digits, capsys):
+    out = TrainOutputs.under(tmp_path)
+    train(_params(steps=4), digits, out)
+    for prefix in tf.train.get_checkpoint_state(out.checkpoints).all_model_checkpoint_paths:
+        Path(prefix + ".index").write_bytes(b"\0" * 10)
+    capsys.readouterr()
+    summary = train(_params(steps=4), digits, out)
+    assert f"no readable checkpoint in {out.checkpoints}; starting fresh" in (
+        capsys.readouterr().err)
+    assert summary["steps"] == 4
+    (out.checkpoints / "fingerprint.json").write_text("{not json")
+    train(_params(steps=4), digits, out)
+    assert f"{out.checkpoints / 'fingerprint.json'} is unreadable (" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from wgan.config import Params, resolve_train, to_dict, yaml_name
+from wgan.files import write_json
 from wgan.prepared.format import PreparedMeta
 from wgan.variants import VARIANT_KNOBS, get_variant
 
@@ -61,6 +62,23 @@ def first_non_finite(variables: list) -> str | None:
     return None
 
 
+_STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _damage(path: str) -> str | None:
+    """Why checkpoint ``path`` cannot be restored, or None: every tensor is read back, which
+    checks each one's stored CRC32C, so a truncated or altered file is found before any
+    variable is overwritten."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+        reader.get_tensor(_STEP_KEY)
+    except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as err:
+        return " ".join(str(err).split())[:200]
+    return None
+
+
 class Checkpoints:
     """The checkpoints of one run (``tracked`` objects, run ``run_id``) in ``directory``."""
 
@@ -77,26 +95,44 @@ class Checkpoints:
         return self.manager.latest_checkpoint
 
     def restore_or_start(self, steps: int) -> bool:
-        """Resume the newest checkpoint of this run and return True, else clear the directory
-        and return False. A checkpoint past ``steps`` (``train.steps`` lowered after a run)
-        cannot give the shorter run's weights, so that run starts fresh too."""
-        stamp = self.directory / STAMP
-        found = json.loads(stamp.read_text()) if stamp.is_file() else None
-        latest = self.latest
-        if latest and found == self.stamp:
-            at = int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
-            if at <= steps:
-                self.manager.checkpoint.restore(latest).assert_existing_objects_matched()
-                self.say(f"resuming from {latest}")
+        """Resume the newest readable checkpoint of this run and return True, else clear the
+        directory and return False. A damaged checkpoint (truncated, flipped bytes) is
+        skipped for the one before it, saying why. A checkpoint past ``steps`` (``train.steps``
+        lowered after a run) cannot give the shorter run's weights, so that run starts fresh
+        too."""
+        if self.manager.checkpoints and self._stamp_matches():
+            for path in reversed(self.manager.checkpoints):
+                damage = _damage(path)
+                if damage:
+                    self.say(f"checkpoint {path} is damaged ({damage}); trying an older one")
+                    continue
+                at = int(tf.train.load_variable(path, _STEP_KEY))
+                if at > steps:
+                    self.say(f"checkpoint {path} is {at} steps in, past train.steps={steps}; "
+                             "starting fresh (it is replaced at the first save)")
+                    break
+                self.manager.checkpoint.restore(path).assert_existing_objects_matched()
+                self.say(f"resuming from {path}")
                 return True
-            self.say(f"checkpoint {latest} is {at} steps in, past train.steps={steps}; "
-                     "starting fresh (it is replaced at the first save)")
-        elif latest:
+            else:
+                self.say(f"no readable checkpoint in {self.directory}; starting fresh")
+        self._clear()
+        write_json(self.directory / STAMP, self.stamp)
+        return False
+
+    def _stamp_matches(self) -> bool:
+        """Whether the checkpoints were written by this run (same fingerprint and layout)."""
+        stamp = self.directory / STAMP
+        try:
+            found = json.loads(stamp.read_text()) if stamp.is_file() else None
+        except (OSError, ValueError) as err:
+            self.say(f"{stamp} is unreadable ({err}); starting fresh")
+            return False
+        if found != self.stamp:
             self.say(f"checkpoint in {self.directory} was written under different params (or "
                      "by an older version); starting fresh (it is replaced at the first save)")
-        self._clear()
-        stamp.write_text(json.dumps(self.stamp))
-        return False
+            return False
+        return True
 
     def _clear(self) -> None:
         for path in self.manager.checkpoints:
