@@ -27,7 +27,7 @@ test: $(STAMP)
 	python -m pytest -q
 
 bench: $(STAMP)
-	python benchmarks/run.py
+	python -m benchmarks.run
 
 lint: $(STAMP)
 	ruff check src stages tests benchmarks

@@ -193,4 +193,4 @@ def peak_rss_mib_children() -> float:
 def command(module: str, size: str, extra: str = "") -> str:
     """The exact command line that reproduces a figure of ``module`` at ``size``."""
     size_flag = {"quick": " --quick", "full": " --full"}.get(size, "")
-    return f"python benchmarks/run.py --only {module}{size_flag}{extra}"
+    return f"python -m benchmarks.run --only {module}{size_flag}{extra}"

@@ -14,7 +14,8 @@ null, as offline).
 from __future__ import annotations
 
 import numpy as np
-from common import WORK, Figure, command, gated
+
+from benchmarks.common import WORK, Figure, command, gated
 
 SIZES = {"quick": dict(n=200, repeats=1), "default": dict(n=10_000, repeats=3)}
 SIZES["full"] = SIZES["default"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from common import WORK, Figure, command, gated
+from benchmarks.common import WORK, Figure, command, gated
 
 SIZES = {"quick": dict(sets=("mnist",), batches=20, rounds=2, celeba=200),
          "default": dict(sets=("mnist", "celeba"), batches=300, rounds=5, celeba=20000)}
@@ -36,11 +36,11 @@ def _prepared_mnist():
 
 
 def _prepared_celeba(n: int):
-    import prepare
+    from benchmarks.prepare import measure
 
     out = WORK / f"prepared-celeba-{n}"
     if not (out / "meta.json").is_file():
-        prepare._measure(n)
+        measure(n)
     return out
 
 

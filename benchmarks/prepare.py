@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, WORK, Figure, command, gated
+
+from benchmarks.common import ROOT, WORK, Figure, command, gated
 
 SIZES = {"quick": [200], "default": [2000, 20000], "full": [2000, 20000]}
 DISTINCT = 1000  # at most; n // 20 for smaller sets (50 at least)
@@ -113,14 +114,16 @@ def _cpu_seconds() -> float:
                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
-def _measure(n: int) -> dict:
+def measure(n: int) -> dict:
+    """Prepare ``n`` CelebA-like JPEGs in a fresh process; its wall, CPU and peak memory."""
     celeba_like(n)
     out = WORK / f"prepared-celeba-{n}"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "benchmarks")])}
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", str(n), str(out)], env=env,
-                          capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.prepare", "--child", str(n),
+                           str(out)], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=3600)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"prepare of {n} images failed:\n{proc.stderr[-3000:]}")
@@ -140,7 +143,7 @@ def run(size: str = "default", repeats: int | None = None) -> list[Figure]:
     figures, peak = [], {}
     for n in sizes:
         celeba_like(n)
-        gate = gated(lambda n=n: _measure(n), repeats)
+        gate = gated(lambda n=n: measure(n), repeats)
         runs = gate.values
         for r, load in zip(runs, gate.loads, strict=True):
             r["load"] = load

@@ -1,11 +1,11 @@
-"""The issue's reference: a straightforward TF2 WGAN-GP loop, timed beside ours.
+"""The reference: a straightforward TF2 WGAN-GP loop, timed beside ours.
 
-Issue 5 states its step-time target next to loops measured "on this machine": a plain
-``tf.function`` loop at ~0.9 s per iteration and the same loop with XLA at ~0.5 s
-(dcgan 28×28 width 64, batch 64), so the 0.45 s target is 0.9× the XLA reference. This
-machine's speed drifts by ±20% from hour to hour, so the headline benchmark times this
-loop in the same process, alternating rounds with ours, and reports the ratio as well as
-the raw seconds.
+The step-time target is stated against loops like this measured on this machine: a plain
+``tf.function`` loop at about 0.9 s per iteration and the same loop with XLA at about
+0.5 s (dcgan 28×28 width 64, batch 64), so the 0.45 s target is 0.9× the XLA reference.
+This machine's speed drifts by ±20% from hour to hour, so the headline benchmark times
+this loop in the same process, alternating rounds with ours, and reports the ratio as
+well as the raw seconds.
 
 The loop is what a tutorial writes from the WGAN-GP paper's Algorithm 1
 (arXiv:1704.00028): the same models and Adam settings that ``wgan.train`` builds, the

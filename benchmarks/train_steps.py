@@ -2,7 +2,7 @@
 
 The default sizes are dcgan 28×28×1 (width 32), 32×32×3 and 64×64×3 (width 64) and
 mlp 8192; dcgan 28×28 at width 64 (``dcgan28-b64``) is measured too, because the
-issue's step-time and penalty-overhead targets are stated for that model.
+step-time and penalty-overhead targets are stated for that model.
 
 Models and optimizers are built the way ``wgan.train`` builds them (default params,
 global batch 64, the default strategy on this CPU, op determinism on) and the steps
@@ -12,7 +12,7 @@ logs; the figure is the median round after a warm-up (which includes compilation
 The real batch is a fixed tensor here, so the input pipeline is not on the clock; the
 headline loop (``train.dcgan28-b64.wgan-gp.xla.loop_iteration_s``) does take its batches from
 ``training_stream`` on prepared MNIST, exactly as ``wgan.train`` does, in rounds that
-alternate with the issue's reference loops (:mod:`reference_loop`), so that the ratio to
+alternate with the reference loops (:mod:`benchmarks.reference_loop`), so that the ratio to
 the straightforward XLA loop is free of this machine's hour-to-hour speed drift. The
 target model's penalty overhead is timed the same way, wgan-gp and wgan rounds alternating.
 
@@ -27,10 +27,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import WORK, Figure, Gated, command, gated
-from hlo_flops import hlo_flops
+from benchmarks.common import WORK, Figure, Gated, command, gated
+from benchmarks.hlo_flops import hlo_flops
 
-# The issue's step-time target and its reference loops (0.9 s plain, 0.5 s XLA) describe
+# The step-time target and its reference loops (0.9 s plain, 0.5 s XLA) describe
 # the 28×28 DCGAN at width 64; the default width at 28×28 is 32 (wgan.models.base_channels).
 TARGET_MODEL = "dcgan28-b64"
 MODELS = {  # name -> (sample shape, model params)
@@ -42,7 +42,7 @@ MODELS = {  # name -> (sample shape, model params)
 }
 VARIANTS = ("gan", "wgan", "wgan-gp", "wgan-lp")
 TARGET_ITERATION_S = 0.45
-REFERENCE_S = {"reference-xla": 0.5, "reference-plain": 0.9}  # the issue's figures
+REFERENCE_S = {"reference-xla": 0.5, "reference-plain": 0.9}  # as first measured here
 TARGET_VS_REFERENCE = round(TARGET_ITERATION_S / REFERENCE_S["reference-xla"], 2)
 TARGET_GP_RATIO = 1.5
 SIZES = {
@@ -148,11 +148,12 @@ def _alternating(calls: dict[str, Callable[[int], object]], per_round: int,
 
 def _headline_loop(size: str, spec: dict) -> list[Figure]:
     """The target model's wgan-gp iteration with XLA, fed by ``training_stream`` like
-    ``wgan.train``, in rounds alternating with the issue's reference loops
-    (:mod:`reference_loop`, with and without XLA) on the same stream."""
+    ``wgan.train``, in rounds alternating with the reference loops
+    (:mod:`benchmarks.reference_loop`, with and without XLA) on the same stream."""
     import tensorflow as tf
-    from reference_loop import reference_steps
 
+    from benchmarks.reference_loop import reference_steps
+    from wgan.distribution import CRITIC, GENERATOR, update_seed
     from wgan.models import latent_dim
     from wgan.prepared.read import training_stream
 
@@ -168,8 +169,8 @@ def _headline_loop(size: str, spec: dict) -> list[Figure]:
 
     def iteration(loop, s: int):
         for k in range(cfg.n_critic):
-            loop.critic_step(next(data), tf.constant([0, s * 1024 + k], tf.int64))
-        out = loop.generator_step(tf.constant([0, s * 1024 + 1000], tf.int64))
+            loop.critic_step(next(data), tf.constant(update_seed(0, s, CRITIC, k), tf.int64))
+        out = loop.generator_step(tf.constant(update_seed(0, s, GENERATOR, 0), tf.int64))
         return out["generator_loss"] if isinstance(out, dict) else out
 
     n = spec["loop_iterations"]
@@ -190,14 +191,14 @@ def _headline_loop(size: str, spec: dict) -> list[Figure]:
                meets=value <= TARGET_ITERATION_S,
                details={"rounds": rounds["ours"], "iterations_per_round": n}, **common),
         *[Figure(id=f"train.{TARGET_MODEL}.wgan-gp.{name}.loop_iteration_s",
-                 what=f"{what}: the issue's reference, a straightforward tf.function loop"
-                      f"{' with XLA' if name == 'reference-xla' else ''} (issue: about "
-                      f"{REFERENCE_S[name]} s), rounds alternating with ours",
+                 what=f"{what}: the reference, a straightforward tf.function loop"
+                      f"{' with XLA' if name == 'reference-xla' else ''} (first measured "
+                      f"at about {REFERENCE_S[name]} s), rounds alternating with ours",
                  value=round(per_loop[name], 4), details={"rounds": rounds[name]}, **common)
           for name in REFERENCE_S],
         Figure(id=f"train.{TARGET_MODEL}.wgan-gp.xla.loop_iteration_vs_reference",
                what=f"{what}: our iteration ÷ the straightforward XLA loop's, same rounds "
-                    f"(the issue's {TARGET_ITERATION_S} s is {TARGET_VS_REFERENCE}× its "
+                    f"(the {TARGET_ITERATION_S} s target is {TARGET_VS_REFERENCE}× the "
                     f"{REFERENCE_S['reference-xla']} s reference)",
                value=round(ratio, 3), unit="×", command=cmd, load=result.load,
                target=f"<= {TARGET_VS_REFERENCE}", meets=ratio <= TARGET_VS_REFERENCE,

@@ -4,7 +4,6 @@ Benchmarks are not timed tests; only that they run and report is checked, so non
 them rots. Everything they generate goes to a temporary directory.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -21,9 +20,9 @@ def test_every_benchmark_runs_quick_and_reports(tmp_path):
     env = {**os.environ, "WGAN_BENCH_WORK": str(tmp_path / "work"), "TF_CPP_MIN_LOG_LEVEL": "2",
            "DVC_NO_ANALYTICS": "1", "PATH": str(Path(sys.executable).parent) + os.pathsep
            + os.environ["PATH"]}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/run.py"), "--quick",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick",
                            "--out", str(out), "--markdown", str(markdown)],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     results = json.loads(out.read_text())
@@ -42,15 +41,9 @@ def test_every_benchmark_runs_quick_and_reports(tmp_path):
     assert results["machine"]["tensorflow"] in table
 
 
-def _run_module():
-    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks/run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_merge_drops_the_figures_a_run_no_longer_produces():
-    merge = _run_module().merge
+    from benchmarks.run import merge  # the repository root is on sys.path (python -m pytest)
+
     stored = {key: {"id": key, "module": module, "size": size, "value": 1}
               for key, module, size in [("kept", "prepare", "default"),
                                         ("renamed", "prepare", "default"),
