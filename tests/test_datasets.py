@@ -221,6 +221,14 @@ def test_cifar_missing_batch(tmp_path):
         load_source(data_cfg(name="cifar10"), tmp_path)
 
 
+def test_cifar_batches_over_the_cap_are_refused_unread(tmp_path, monkeypatch):
+    write_cifar(tmp_path / cifar10.ARCHIVE, cifar_batches(1))
+    monkeypatch.setattr(cifar10, "MAX_FILE_BYTES", 1000)  # a batch of one image is ~3.4 KB
+    with pytest.raises(ValueError, match=r"member 'cifar-10-batches-py/data_batch_1' is \d+ "
+                                         "bytes, more than the 1000-byte cap for a pickle"):
+        load_source(data_cfg(name="cifar10"), tmp_path)
+
+
 def test_cifar_malicious_batch_not_run(tmp_path):
     marker = tmp_path / "pwned"
     batches = cifar_batches(1)
@@ -976,6 +984,208 @@ def test_safe_pickle_codecs_only_latin1():
     assert load_pickle(io.BytesIO(pickle.dumps(b"\xff", protocol=2))) == b"\xff"
     with pytest.raises(ValueError, match="'rot13' is not allowed"):
         load_pickle(io.BytesIO(pickle.dumps(Rot13(), protocol=2)), name="x")
+
+
+# --- hostile pickles ---
+
+def shared_lists(levels: int = 10, width: int = 10) -> bytes:
+    """~270 bytes that stand for ``width ** levels`` elements: each list holds ``width``
+    references (memo gets) to the one before."""
+    out = bytearray(b"\x80\x02]q\x00(" + b"K\x00" * width + b"e")
+    for i in range(1, levels + 1):
+        out += b"]q" + bytes([i]) + b"(" + (b"h" + bytes([i - 1])) * width + b"e"
+    return bytes(out + b".")
+
+
+def nested_lists(depth: int) -> bytes:
+    return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+
+
+class Reduced:
+    """Pickles as ``func(*args)`` with ``state``: how a hostile file is written."""
+
+    def __init__(self, func, args, state=None) -> None:
+        self.reduced = (func, args) if state is None else (func, args, state)
+
+    def __reduce__(self):
+        return self.reduced
+
+
+def cyclic() -> list:
+    loop: list = [np.zeros(2)]
+    loop.append(loop)
+    return loop
+
+
+ARRAY_LIE = Reduced(np.ndarray.__reduce__(np.zeros(0))[0], (np.ndarray, (0,), b"b"),
+                    (1, (2**30,), np.dtype(np.float32), False, b""))
+HOSTILE_PICKLES = {  # what the C unpickler (+ np.asarray) did with each: see issue 15
+    "memo index 2**26 (1.6 GB)": (b"\x80\x02Nr" + (2**26).to_bytes(4, "little") + b".",
+                                  "expected an ndarray (N, L) or (N, L, 1) or a list of 1-D "
+                                  "masks, got NoneType"),
+    "bytearray(2**30)": (b"\x80\x02c__builtin__\nbytearray\nJ\x00\x00\x00\x40\x85R.",
+                         "refusing this pickle: it would take more than 16777480 bytes of "
+                         "memory (8 x its 33 bytes + 16777216)"),
+    "10**10 shared elements (minutes)": (shared_lists(), "refusing this pickle: counting "
+                                         "shared references as often as they appear, it "
+                                         "holds more than 65814 elements"),
+    "depth 10**6 (numpy's message)": (nested_lists(10**6), "refusing this pickle: it would "
+                                      "take more than"),
+    "depth 33": (nested_lists(33), "refusing this pickle: it nests deeper than 32 levels"),
+    "cycle": (pickle.dumps(cyclic()), "refusing this pickle: it contains itself"),
+    "5000-key dict": (pickle.dumps({i: 0.0 for i in range(5000)}),
+                      "refusing this pickle: a dict or set of more than 4096 entries"),
+    "array shape lie": (pickle.dumps(ARRAY_LIE, protocol=2),
+                        "refusing this pickle: array data of 0 bytes where shape "
+                        "(1073741824,) of float32 needs 4294967296 bytes"),
+    "ndarray((2**30,))": (pickle.dumps(Reduced(np.ndarray, ((2**30,),))),
+                          "refusing this pickle: calling ndarray is not allowed"),
+    "LONG4 of 2**31 bytes": (b"\x80\x02\x8b\xff\xff\xff\x7f.", "not a readable pickle "
+                             "(truncated: 2147483647 bytes wanted at byte 7 of 8)"),
+    "BINBYTES8 of 2**60 bytes": (b"\x80\x04\x8e" + (2**60).to_bytes(8, "little") + b".",
+                                 f"truncated: {2**60} bytes wanted at byte 11 of 12"),
+    "1 shared 1-value mask x 10**5": (pickle.dumps([np.ones(1, np.float32)] * 10**5),
+                                      "100000 masks padded to data.mask.length=8192 would "
+                                      "take 819200000 bytes, more than 64 x the file's"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_PICKLES)
+def test_hostile_mask_pickles_fail_with_one_line_in_bounded_memory(tmp_path, name):
+    data, expected = HOSTILE_PICKLES[name]
+    path = tmp_path / "m.pkl"
+    path.write_bytes(data)
+    peak, error = traced_peak(lambda: load_source(mask_cfg(path, length=8192)))
+    print(f"{name}: {len(data)} bytes, peak traced memory {peak / 2**20:.1f} MiB")
+    assert isinstance(error, ValueError)
+    message = str(error)
+    assert message.startswith(f"{path}: ") and expected in message and "\n" not in message
+    assert peak < 64 * 2**20
+
+
+def test_pickles_over_the_size_cap_or_not_regular_are_not_read(tmp_path):
+    huge = tmp_path / "huge.pkl"
+    with open(huge, "wb") as f:
+        f.truncate(5 * 2**30)  # sparse: no disk used
+    peak, error = traced_peak(lambda: load_source(mask_cfg(huge)))
+    assert str(error) == (
+        f"{huge}: cannot read the mask pickle ({5 * 2**30} bytes, more than the "
+        f"{2**30}-byte cap for a mask pickle); put a regular file there or set data.mask.path")
+    assert peak < 2**20
+    fifo = tmp_path / "fifo.pkl"
+    os.mkfifo(fifo)
+    with watching(fifo) as blocked, pytest.raises(ValueError) as err:
+        load_source(mask_cfg(fifo))
+    assert not blocked
+    assert "(a FIFO (named pipe), not a regular file)" in str(err.value)
+    with open(huge, "rb") as f:
+        peak, error = traced_peak(lambda: load_pickle(f))
+    assert str(error) == f"{huge}: refusing this pickle: {5 * 2**30} bytes, more than the " \
+        f"{2**30}-byte cap for a pickle. If you trust this file, re-save its data as plain " \
+        "numpy arrays"
+    assert peak < 2**20
+
+
+def test_a_hostile_cifar_batch_names_its_member(tmp_path):
+    batches = cifar_batches(1)
+    name = cifar10.MEMBERS["test"][0]
+    write_cifar(tmp_path / cifar10.ARCHIVE, {}, extra={
+        **{n: pickle.dumps(b, protocol=2) for n, b in batches.items()},
+        name: HOSTILE_PICKLES["bytearray(2**30)"][0]})
+    source = load_source(data_cfg(name="cifar10"), tmp_path)
+    with pytest.raises(ValueError, match=f"{cifar10.ARCHIVE}:{name}: refusing this pickle: "
+                                         "it would take more than 16777480 bytes"):
+        list(source.splits["test"])
+
+
+def py2_pickle(obj) -> bytes:
+    """``obj`` (bytes, ints, lists, dicts, numpy arrays) as Python 2's cPickle and numpy
+    1.x wrote CIFAR-10 (protocol 2): ``str`` as BINSTRING, numpy under ``numpy.core``,
+    dtype arguments as ints."""
+    def dump(obj) -> bytes:
+        if isinstance(obj, bytes):
+            size = bytes([len(obj)]) if len(obj) < 256 else struct.pack("<i", len(obj))
+            return (b"U" if len(obj) < 256 else b"T") + size + obj
+        if isinstance(obj, int | np.integer):
+            return b"J" + struct.pack("<i", obj)
+        if isinstance(obj, list):
+            return b"](" + b"".join(map(dump, obj)) + b"e"
+        if isinstance(obj, dict):
+            return b"}(" + b"".join(dump(k) + dump(v) for k, v in obj.items()) + b"u"
+        order, code = obj.dtype.str[:1].encode(), obj.dtype.str[1:].encode()
+        dtype = b"cnumpy\ndtype\n" + dump(code) + b"K\x00K\x01\x87R(K\x03" + dump(order) + \
+            b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        shape = b"(" + b"".join(map(dump, obj.shape)) + b"t"
+        return b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + \
+            dump(b"b") + b"\x87R(K\x01" + shape + dtype + b"\x89" + dump(obj.tobytes()) + b"tb"
+    return b"\x80\x02" + dump(obj) + b"."
+
+
+def test_cifar_python2_batches(tmp_path):
+    """The real batches are Python 2 pickles: the interpreter reads them as pickle does."""
+    batches = cifar_batches(2)
+    payloads = {name: py2_pickle(batch) for name, batch in batches.items()}
+    first = payloads[cifar10.MEMBERS["train"][0]]
+    expected = pickle.loads(first, encoding="bytes")
+    got = load_pickle(first, encoding="bytes")
+    assert got.keys() == expected.keys() and got[b"labels"] == expected[b"labels"]
+    np.testing.assert_array_equal(got[b"data"], expected[b"data"])
+    assert got[b"data"].dtype == np.uint8
+    write_cifar(tmp_path / cifar10.ARCHIVE, {}, extra=payloads)
+    splits = consume(load_source(data_cfg(name="cifar10"), tmp_path))
+    rows = [(r, y) for m in cifar10.MEMBERS["train"]
+            for r, y in zip(batches[m][b"data"], batches[m][b"labels"], strict=True)]
+    assert [(img.tobytes(), label) for img, label in splits["train"]] == [
+        (np.stack(r.reshape(3, 32, 32), axis=-1).tobytes(), y) for r, y in rows]
+
+
+def random_object(rng: np.random.Generator, depth: int = 0):
+    """Numbers, strings, containers and numpy arrays of many dtypes, nested."""
+    kind = rng.integers(0, 7 if depth < 3 else 3)
+    if kind == 0:
+        return [float(rng.random()), int(rng.integers(-2**40, 2**40)), int(rng.integers(256)),
+                int(rng.integers(-2**31, 2**31)), 2**70, True, False, None, "é" * 300,
+                b"x" * 300, 1 + 2j][rng.integers(11)]
+    if kind == 1:  # runs of one opcode, as lists of numbers pickle
+        value = [lambda: float(rng.random()), lambda: int(rng.integers(256)),
+                 lambda: int(rng.integers(65536)), lambda: int(rng.integers(-2**31, 2**31)),
+                 lambda: bool(rng.integers(2))][rng.integers(5)]
+        return [value() for _ in range(rng.integers(0, 2500))]
+    if kind == 2:
+        dtype = ["f4", ">f8", "u1", "i8", "c8", "?", "S3", "U2", "O"][rng.integers(9)]
+        array = rng.integers(0, 100, (rng.integers(0, 4), 3)).astype(dtype)
+        return array if rng.integers(2) else np.asfortranarray(array)
+    items = [random_object(rng, depth + 1) for _ in range(rng.integers(0, 5))]
+    if kind == 3:
+        return items
+    if kind == 4:
+        return tuple(items)
+    if kind == 5:
+        return {k: v for k, v in zip(["a", 1, 2.5, (1, "x"), b"k"], items, strict=False)}
+    return [items, items]  # shared
+
+
+def same(a, b) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and a.flags.f_contiguous == \
+            b.flags.f_contiguous and all(same(x, y) for x, y in zip(a.flat, b.flat, strict=True))
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_the_interpreter_reads_what_pickle_reads(protocol):
+    """Random numpy and builtin objects, pickled: the bounded interpreter gives what the C
+    unpickler gives, value for value and type for type."""
+    rng = np.random.default_rng(protocol)
+    for i in range(60):
+        data = pickle.dumps(random_object(rng), protocol=protocol)
+        assert same(load_pickle(data), pickle.loads(data)), i
 
 
 # --- prepared-format round trip ---
