@@ -24,7 +24,9 @@ import sys
 import tarfile
 import threading
 import time
+import tracemalloc
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,15 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from wgan.config import FILTERS, DataConfig, parse_params
-from wgan.datasets import cifar10, download, images, load_source, mnist, prepared_params
+from wgan.datasets import (
+    cifar10,
+    download,
+    images,
+    load_source,
+    mnist,
+    prepare,
+    prepared_params,
+)
 from wgan.datasets.download import fetch
 from wgan.datasets.images import center_crop_box, usable_cpus
 from wgan.datasets.safe_pickle import UnsafePickleError, load_pickle
@@ -208,6 +218,14 @@ def test_cifar_missing_batch(tmp_path):
     del batches["cifar-10-batches-py/data_batch_3"]
     write_cifar(tmp_path / cifar10.ARCHIVE, batches)
     with pytest.raises(ValueError, match="data_batch_3' is missing"):
+        load_source(data_cfg(name="cifar10"), tmp_path)
+
+
+def test_cifar_batches_over_the_cap_are_refused_unread(tmp_path, monkeypatch):
+    write_cifar(tmp_path / cifar10.ARCHIVE, cifar_batches(1))
+    monkeypatch.setattr(cifar10, "MAX_FILE_BYTES", 1000)  # a batch of one image is ~3.4 KB
+    with pytest.raises(ValueError, match=r"member 'cifar-10-batches-py/data_batch_1' is \d+ "
+                                         "bytes, more than the 1000-byte cap for a pickle"):
         load_source(data_cfg(name="cifar10"), tmp_path)
 
 
@@ -551,10 +569,11 @@ def test_corrupt_jpegs_never_raise_and_agree_with_pillow_when_accepted():
     assert accepted > 0  # some damage (inside the entropy-coded data) goes unnoticed
 
 
-def test_huge_jpegs_are_left_to_pillows_bomb_check(monkeypatch):
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 178 * 218 - 1)
+def test_jpegs_over_the_pixel_cap_are_refused_by_their_header(monkeypatch):
+    monkeypatch.setattr(images, "MAX_PIXELS", 178 * 218 - 1)
     recipe = images._Recipe("", False, 108, 64, BICUBIC)
-    assert images._plain_jpeg_sample(PLAIN_JPEGS["420"][0], recipe) is None
+    assert images._plain_jpeg_sample(PLAIN_JPEGS["420"][0], recipe) == \
+        f"178x218 pixels, more than the {178 * 218 - 1}-pixel cap"
 
 
 def test_full_scale_agrees_with_pillows_draft():
@@ -626,6 +645,240 @@ def test_folder_zip_and_missing(tmp_path):
     missing = data_cfg(name="folder", folder={"path": str(tmp_path / "nope")})
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
         load_source(missing)
+
+
+# --- hostile image folders and zips ---
+
+@contextlib.contextmanager
+def watching(fifo: Path):
+    """Yield a list that records each time a reader was found blocked on ``fifo`` (the
+    bug these tests guard against). Such a reader is released (it reads an empty file),
+    so the test fails on that list instead of hanging. (A writer's non-blocking open
+    succeeds only while a reader has the FIFO open.)"""
+    blocked: list[bool] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                blocked.append(True)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield blocked
+    finally:
+        stop.set()
+        thread.join()
+
+
+def png_declaring(w: int, h: int) -> bytes:
+    """A grey PNG whose header says ``w`` x ``h`` but that holds one row of pixels: tiny,
+    and refused as truncated by any decoder that gets that far."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+    header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + \
+        chunk(b"IDAT", zlib.compress(b"\0" * (w + 1))) + chunk(b"IEND", b"")
+
+
+def jpeg_declaring(w: int, h: int) -> bytes:
+    """A real JPEG whose frame header (SOF0) is patched to say ``w`` x ``h``."""
+    data = bytearray(PLAIN_JPEGS["420"][0])
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", h, w)
+    return bytes(data)
+
+
+def folder_cfg(path: Path, **extra) -> DataConfig:
+    return data_cfg(name="folder", folder={"path": str(path), "crop": None, "resize": 16,
+                                           "test_fraction": 0.0}, **extra)
+
+
+def report_of(out: Path) -> dict[str, str]:
+    report = json.loads((out / "meta.json").read_text())["report"]
+    reasons = {f["file"]: f["reason"] for f in report["files"]}
+    assert report["skipped"] == len(reasons)
+    return reasons
+
+
+def test_folders_read_regular_files_and_links_that_stay_inside(tmp_path, monkeypatch):
+    """prepare, for real (a worker process): a link to /etc/passwd, to /dev/zero or to a
+    picture outside the folder is not read, nor is a FIFO, a socket or a link to a
+    directory; each is skipped with its reason. A link inside the folder is a sample."""
+    secret = tmp_path / "private.png"
+    secret.write_bytes(encoded(photo(9, (16, 16)), "PNG"))
+    folder = tmp_path / "pics"
+    (folder / "sub").mkdir(parents=True)
+    for name, seed in (("a.png", 1), ("sub/b.png", 2)):
+        (folder / name).write_bytes(encoded(photo(seed, (16, 16)), "PNG"))
+    (folder / "inside.png").symlink_to("sub/b.png")
+    (folder / "passwd.png").symlink_to("/etc/passwd")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    (folder / "outside.png").symlink_to(secret)
+    (folder / "escape.png").symlink_to("../private.png")
+    (folder / "broken.png").symlink_to("nowhere.png")
+    (folder / "subdir").symlink_to("sub")
+    os.mkfifo(folder / "pipe.png")
+    monkeypatch.chdir(folder)  # a socket's path must be short
+    server = socket.socket(socket.AF_UNIX)
+    server.bind("sock.png")
+    out = tmp_path / "prepared"
+    with server, watching(folder / "pipe.png") as blocked:
+        meta = prepare(folder_cfg(folder, workers=1), out)
+    assert not blocked
+    outside = "a symbolic link that leads outside the image folder (not followed; copy the " \
+              "file in instead)"
+    assert report_of(out) == {
+        "broken.png": "a broken symbolic link",
+        "escape.png": outside,
+        "outside.png": outside,
+        "passwd.png": outside,
+        "pipe.png": "a FIFO (named pipe), not a regular file",
+        "sock.png": "a socket, not a regular file",
+        "subdir": "a symbolic link to a directory (not followed)",
+        "zero.png": outside,
+    }
+    assert meta.counts == {"train": 3}  # a.png, inside.png, sub/b.png
+    pixels = [x.tobytes() for xs, _ in read_numpy(out, "train") for x in xs]
+    b = reference((folder / "sub/b.png").read_bytes(), box=None, size=16).tobytes()
+    assert pixels.count(b) == 2
+    assert reference(secret.read_bytes(), box=None, size=16).tobytes() not in pixels
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pics", "prepared", "private.png"]
+
+
+def test_a_file_swapped_after_the_listing_is_refused_not_followed(tmp_path):
+    """Between the listing and the read, a.png becomes a FIFO, b.png a link to a file
+    outside and the directory sub a link to one outside: none is followed or waited on."""
+    folder = tmp_path / "pics"
+    (folder / "sub").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("a.png", "b.png", "c.png", "sub/d.png"):
+        for root in (folder, elsewhere):
+            (root / name).parent.mkdir(exist_ok=True)
+            (root / name).write_bytes(encoded(photo(3, (16, 16)), "PNG"))
+    source = load_source(folder_cfg(folder))
+    (folder / "a.png").unlink()
+    os.mkfifo(folder / "a.png")
+    (folder / "b.png").unlink()
+    (folder / "b.png").symlink_to(elsewhere / "b.png")
+    (folder / "sub/d.png").unlink()
+    (folder / "sub").rmdir()
+    (folder / "sub").symlink_to(elsewhere / "sub")
+    with watching(folder / "a.png") as blocked:
+        assert len(consume(source)["train"]) == 1  # c.png
+    assert not blocked
+    reasons = {f["file"]: f["reason"] for f in source.report["files"]}
+    assert reasons == {"a.png": "a FIFO (named pipe), not a regular file",
+                       "b.png": "a symbolic link, not followed",
+                       "sub/d.png": "its directory 'sub' is a symbolic link or no directory "
+                                    "(not followed)"}
+
+
+def traced_peak(run) -> tuple[int, BaseException | None]:
+    """The peak of Python-traced memory (numpy's and zipfile's buffers included) while
+    ``run()`` runs, and what it raised."""
+    tracemalloc.start()
+    try:
+        run()
+        error = None
+    except Exception as err:  # the caller checks it
+        error = err
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, error
+
+
+def zip_of_zeros(path: Path, members: dict[str, bytes], zeros: dict[str, int]) -> None:
+    """A zip of ``members`` and, streamed, of members of ``zeros[name]`` MiB of zeros
+    (deflated ~230:1: the test never holds more than 1 MiB of one)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, payload in members.items():
+            zf.writestr(name, payload)
+        for name, mib in zeros.items():
+            with zf.open(name, "w") as f:
+                for _ in range(mib):
+                    f.write(bytes(2**20))
+
+
+def lie_about_size(path: Path, member: str, size: int) -> None:
+    """Patch the central directory of the zip ``path`` so ``member`` declares ``size``."""
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")
+    while data[entry + 46:entry + 46 + len(member)] != member.encode():
+        entry = data.index(b"PK\x01\x02", entry + 4)
+    data[entry + 24:entry + 28] = struct.pack("<I", size)
+    path.write_bytes(bytes(data))
+
+
+def test_zip_bombs_are_skipped_unread_in_bounded_memory(tmp_path):
+    """A 1 GiB member is refused by its declared size before a byte is inflated; a member
+    whose header understates its size is read only as far as it says, then fails its
+    CRC. Either way the reader's memory stays far below the member's size."""
+    path = tmp_path / "pics.zip"
+    zip_of_zeros(path, {"good.png": encoded(photo(4, (16, 16)), "PNG")},
+                 {"bomb.png": 1024, "liar.png": 128})
+    lie_about_size(path, "liar.png", 1000)
+    assert path.stat().st_size < 8 * 2**20
+    source = load_source(folder_cfg(path))
+    splits: dict = {}
+    peak, error = traced_peak(lambda: splits.update(consume(source)))
+    print(f"zip bomb: peak traced memory {peak / 2**20:.1f} MiB")
+    assert error is None and len(splits["train"]) == 1
+    assert source.report["files"] == [
+        {"file": "bomb.png", "reason": f"declares {2**30} bytes, more than the "
+                                       f"{images.MAX_FILE_BYTES}-byte cap for an image file"},
+        {"file": "liar.png", "reason": "cannot read the file (Bad CRC-32 for file 'liar.png')"},
+    ]
+    assert peak < 16 * 2**20  # the members inflate to 1024 and 128 MiB
+
+
+def test_images_over_the_pixel_cap_are_skipped_before_decoding(tmp_path):
+    """Both decoders: an image's header is checked against MAX_PIXELS before anything
+    is decoded, also between the cap and Pillow's own limit (where Pillow only warns)
+    and above twice it (where Pillow raises)."""
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    (folder / "ok.png").write_bytes(encoded(photo(5, (16, 16)), "PNG"))
+    (folder / "wide.png").write_bytes(png_declaring(9000, 9000))  # 81 M: Pillow warns only
+    (folder / "huge.png").write_bytes(png_declaring(20000, 20000))  # 400 M: Pillow raises
+    (folder / "huge.jpg").write_bytes(jpeg_declaring(65000, 65000))
+    assert 9000**2 > images.MAX_PIXELS and 9000**2 < Image.MAX_IMAGE_PIXELS
+    source = load_source(folder_cfg(folder))
+    assert len(consume(source)["train"]) == 1
+    cap = f"more than the {images.MAX_PIXELS}-pixel cap"
+    reasons = {f["file"]: f["reason"] for f in source.report["files"]}
+    assert reasons["wide.png"] == f"9000x9000 pixels, {cap}"
+    assert reasons["huge.jpg"] == f"65000x65000 pixels, {cap}"
+    assert reasons["huge.png"].startswith(f"{cap} (Image size (400000000 pixels)")
+
+
+def test_celeba_partition_file_must_be_a_regular_file_inside(tmp_path):
+    base = make_celeba(tmp_path / "celeba", as_zip=False)
+    partition = base / "list_eval_partition.txt"
+    partition.unlink()
+    os.mkfifo(partition)
+    with watching(partition) as blocked, pytest.raises(ValueError) as err:
+        load_source(data_cfg(name="celeba", celeba={"path": str(base)}))
+    assert not blocked
+    assert str(err.value) == (f"{partition}: cannot read it (a FIFO (named pipe), not a "
+                              "regular file); replace it with CelebA's list_eval_partition.txt")
+    partition.unlink()
+    (tmp_path / "elsewhere.txt").write_text(PARTITION)
+    partition.symlink_to(tmp_path / "elsewhere.txt")
+    with pytest.raises(ValueError, match="leads outside the folder"):
+        load_source(data_cfg(name="celeba", celeba={"path": str(base)}))
+
+
+def test_a_fifo_as_the_folder_path_is_not_opened(tmp_path):
+    os.mkfifo(tmp_path / "pics.zip")
+    with watching(tmp_path / "pics.zip") as blocked, pytest.raises(FileNotFoundError) as err:
+        load_source(folder_cfg(tmp_path / "pics.zip"))
+    assert not blocked
+    assert "is not a directory or a .zip" in str(err.value)
 
 
 # --- masks and the restricted unpickler ---
@@ -731,6 +984,208 @@ def test_safe_pickle_codecs_only_latin1():
     assert load_pickle(io.BytesIO(pickle.dumps(b"\xff", protocol=2))) == b"\xff"
     with pytest.raises(ValueError, match="'rot13' is not allowed"):
         load_pickle(io.BytesIO(pickle.dumps(Rot13(), protocol=2)), name="x")
+
+
+# --- hostile pickles ---
+
+def shared_lists(levels: int = 10, width: int = 10) -> bytes:
+    """~270 bytes that stand for ``width ** levels`` elements: each list holds ``width``
+    references (memo gets) to the one before."""
+    out = bytearray(b"\x80\x02]q\x00(" + b"K\x00" * width + b"e")
+    for i in range(1, levels + 1):
+        out += b"]q" + bytes([i]) + b"(" + (b"h" + bytes([i - 1])) * width + b"e"
+    return bytes(out + b".")
+
+
+def nested_lists(depth: int) -> bytes:
+    return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+
+
+class Reduced:
+    """Pickles as ``func(*args)`` with ``state``: how a hostile file is written."""
+
+    def __init__(self, func, args, state=None) -> None:
+        self.reduced = (func, args) if state is None else (func, args, state)
+
+    def __reduce__(self):
+        return self.reduced
+
+
+def cyclic() -> list:
+    loop: list = [np.zeros(2)]
+    loop.append(loop)
+    return loop
+
+
+ARRAY_LIE = Reduced(np.ndarray.__reduce__(np.zeros(0))[0], (np.ndarray, (0,), b"b"),
+                    (1, (2**30,), np.dtype(np.float32), False, b""))
+HOSTILE_PICKLES = {  # what the C unpickler (+ np.asarray) did with each: see issue 15
+    "memo index 2**26 (1.6 GB)": (b"\x80\x02Nr" + (2**26).to_bytes(4, "little") + b".",
+                                  "expected an ndarray (N, L) or (N, L, 1) or a list of 1-D "
+                                  "masks, got NoneType"),
+    "bytearray(2**30)": (b"\x80\x02c__builtin__\nbytearray\nJ\x00\x00\x00\x40\x85R.",
+                         "refusing this pickle: it would take more than 16777480 bytes of "
+                         "memory (8 x its 33 bytes + 16777216)"),
+    "10**10 shared elements (minutes)": (shared_lists(), "refusing this pickle: counting "
+                                         "shared references as often as they appear, it "
+                                         "holds more than 65814 elements"),
+    "depth 10**6 (numpy's message)": (nested_lists(10**6), "refusing this pickle: it would "
+                                      "take more than"),
+    "depth 33": (nested_lists(33), "refusing this pickle: it nests deeper than 32 levels"),
+    "cycle": (pickle.dumps(cyclic()), "refusing this pickle: it contains itself"),
+    "5000-key dict": (pickle.dumps({i: 0.0 for i in range(5000)}),
+                      "refusing this pickle: a dict or set of more than 4096 entries"),
+    "array shape lie": (pickle.dumps(ARRAY_LIE, protocol=2),
+                        "refusing this pickle: array data of 0 bytes where shape "
+                        "(1073741824,) of float32 needs 4294967296 bytes"),
+    "ndarray((2**30,))": (pickle.dumps(Reduced(np.ndarray, ((2**30,),))),
+                          "refusing this pickle: calling ndarray is not allowed"),
+    "LONG4 of 2**31 bytes": (b"\x80\x02\x8b\xff\xff\xff\x7f.", "not a readable pickle "
+                             "(truncated: 2147483647 bytes wanted at byte 7 of 8)"),
+    "BINBYTES8 of 2**60 bytes": (b"\x80\x04\x8e" + (2**60).to_bytes(8, "little") + b".",
+                                 f"truncated: {2**60} bytes wanted at byte 11 of 12"),
+    "1 shared 1-value mask x 10**5": (pickle.dumps([np.ones(1, np.float32)] * 10**5),
+                                      "100000 masks padded to data.mask.length=8192 would "
+                                      "take 819200000 bytes, more than 64 x the file's"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_PICKLES)
+def test_hostile_mask_pickles_fail_with_one_line_in_bounded_memory(tmp_path, name):
+    data, expected = HOSTILE_PICKLES[name]
+    path = tmp_path / "m.pkl"
+    path.write_bytes(data)
+    peak, error = traced_peak(lambda: load_source(mask_cfg(path, length=8192)))
+    print(f"{name}: {len(data)} bytes, peak traced memory {peak / 2**20:.1f} MiB")
+    assert isinstance(error, ValueError)
+    message = str(error)
+    assert message.startswith(f"{path}: ") and expected in message and "\n" not in message
+    assert peak < 64 * 2**20
+
+
+def test_pickles_over_the_size_cap_or_not_regular_are_not_read(tmp_path):
+    huge = tmp_path / "huge.pkl"
+    with open(huge, "wb") as f:
+        f.truncate(5 * 2**30)  # sparse: no disk used
+    peak, error = traced_peak(lambda: load_source(mask_cfg(huge)))
+    assert str(error) == (
+        f"{huge}: cannot read the mask pickle ({5 * 2**30} bytes, more than the "
+        f"{2**30}-byte cap for a mask pickle); put a regular file there or set data.mask.path")
+    assert peak < 2**20
+    fifo = tmp_path / "fifo.pkl"
+    os.mkfifo(fifo)
+    with watching(fifo) as blocked, pytest.raises(ValueError) as err:
+        load_source(mask_cfg(fifo))
+    assert not blocked
+    assert "(a FIFO (named pipe), not a regular file)" in str(err.value)
+    with open(huge, "rb") as f:
+        peak, error = traced_peak(lambda: load_pickle(f))
+    assert str(error) == f"{huge}: refusing this pickle: {5 * 2**30} bytes, more than the " \
+        f"{2**30}-byte cap for a pickle. If you trust this file, re-save its data as plain " \
+        "numpy arrays"
+    assert peak < 2**20
+
+
+def test_a_hostile_cifar_batch_names_its_member(tmp_path):
+    batches = cifar_batches(1)
+    name = cifar10.MEMBERS["test"][0]
+    write_cifar(tmp_path / cifar10.ARCHIVE, {}, extra={
+        **{n: pickle.dumps(b, protocol=2) for n, b in batches.items()},
+        name: HOSTILE_PICKLES["bytearray(2**30)"][0]})
+    source = load_source(data_cfg(name="cifar10"), tmp_path)
+    with pytest.raises(ValueError, match=f"{cifar10.ARCHIVE}:{name}: refusing this pickle: "
+                                         "it would take more than 16777480 bytes"):
+        list(source.splits["test"])
+
+
+def py2_pickle(obj) -> bytes:
+    """``obj`` (bytes, ints, lists, dicts, numpy arrays) as Python 2's cPickle and numpy
+    1.x wrote CIFAR-10 (protocol 2): ``str`` as BINSTRING, numpy under ``numpy.core``,
+    dtype arguments as ints."""
+    def dump(obj) -> bytes:
+        if isinstance(obj, bytes):
+            size = bytes([len(obj)]) if len(obj) < 256 else struct.pack("<i", len(obj))
+            return (b"U" if len(obj) < 256 else b"T") + size + obj
+        if isinstance(obj, int | np.integer):
+            return b"J" + struct.pack("<i", obj)
+        if isinstance(obj, list):
+            return b"](" + b"".join(map(dump, obj)) + b"e"
+        if isinstance(obj, dict):
+            return b"}(" + b"".join(dump(k) + dump(v) for k, v in obj.items()) + b"u"
+        order, code = obj.dtype.str[:1].encode(), obj.dtype.str[1:].encode()
+        dtype = b"cnumpy\ndtype\n" + dump(code) + b"K\x00K\x01\x87R(K\x03" + dump(order) + \
+            b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        shape = b"(" + b"".join(map(dump, obj.shape)) + b"t"
+        return b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + \
+            dump(b"b") + b"\x87R(K\x01" + shape + dtype + b"\x89" + dump(obj.tobytes()) + b"tb"
+    return b"\x80\x02" + dump(obj) + b"."
+
+
+def test_cifar_python2_batches(tmp_path):
+    """The real batches are Python 2 pickles: the interpreter reads them as pickle does."""
+    batches = cifar_batches(2)
+    payloads = {name: py2_pickle(batch) for name, batch in batches.items()}
+    first = payloads[cifar10.MEMBERS["train"][0]]
+    expected = pickle.loads(first, encoding="bytes")
+    got = load_pickle(first, encoding="bytes")
+    assert got.keys() == expected.keys() and got[b"labels"] == expected[b"labels"]
+    np.testing.assert_array_equal(got[b"data"], expected[b"data"])
+    assert got[b"data"].dtype == np.uint8
+    write_cifar(tmp_path / cifar10.ARCHIVE, {}, extra=payloads)
+    splits = consume(load_source(data_cfg(name="cifar10"), tmp_path))
+    rows = [(r, y) for m in cifar10.MEMBERS["train"]
+            for r, y in zip(batches[m][b"data"], batches[m][b"labels"], strict=True)]
+    assert [(img.tobytes(), label) for img, label in splits["train"]] == [
+        (np.stack(r.reshape(3, 32, 32), axis=-1).tobytes(), y) for r, y in rows]
+
+
+def random_object(rng: np.random.Generator, depth: int = 0):
+    """Numbers, strings, containers and numpy arrays of many dtypes, nested."""
+    kind = rng.integers(0, 7 if depth < 3 else 3)
+    if kind == 0:
+        return [float(rng.random()), int(rng.integers(-2**40, 2**40)), int(rng.integers(256)),
+                int(rng.integers(-2**31, 2**31)), 2**70, True, False, None, "é" * 300,
+                b"x" * 300, 1 + 2j][rng.integers(11)]
+    if kind == 1:  # runs of one opcode, as lists of numbers pickle
+        value = [lambda: float(rng.random()), lambda: int(rng.integers(256)),
+                 lambda: int(rng.integers(65536)), lambda: int(rng.integers(-2**31, 2**31)),
+                 lambda: bool(rng.integers(2))][rng.integers(5)]
+        return [value() for _ in range(rng.integers(0, 2500))]
+    if kind == 2:
+        dtype = ["f4", ">f8", "u1", "i8", "c8", "?", "S3", "U2", "O"][rng.integers(9)]
+        array = rng.integers(0, 100, (rng.integers(0, 4), 3)).astype(dtype)
+        return array if rng.integers(2) else np.asfortranarray(array)
+    items = [random_object(rng, depth + 1) for _ in range(rng.integers(0, 5))]
+    if kind == 3:
+        return items
+    if kind == 4:
+        return tuple(items)
+    if kind == 5:
+        return {k: v for k, v in zip(["a", 1, 2.5, (1, "x"), b"k"], items, strict=False)}
+    return [items, items]  # shared
+
+
+def same(a, b) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and a.flags.f_contiguous == \
+            b.flags.f_contiguous and all(same(x, y) for x, y in zip(a.flat, b.flat, strict=True))
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_the_interpreter_reads_what_pickle_reads(protocol):
+    """Random numpy and builtin objects, pickled: the bounded interpreter gives what the C
+    unpickler gives, value for value and type for type."""
+    rng = np.random.default_rng(protocol)
+    for i in range(60):
+        data = pickle.dumps(random_object(rng), protocol=protocol)
+        assert same(load_pickle(data), pickle.loads(data)), i
 
 
 # --- prepared-format round trip ---

@@ -4,7 +4,8 @@
 in place (never extracted), and an archive with an absolute or ``..`` member name
 is refused outright, since it cannot be the official release. The batches are
 Python 2 pickles, so they go through the restricted unpickler with
-``encoding="bytes"``; each row holds 1024 red, then green, then blue values.
+``encoding="bytes"`` (a member over its size cap is refused before it is read); each
+row holds 1024 red, then green, then blue values.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from wgan.config import DataConfig
 from wgan.datasets.download import fetch
-from wgan.datasets.safe_pickle import load_pickle
+from wgan.datasets.safe_pickle import MAX_FILE_BYTES, load_pickle
 from wgan.files import sha256_file
 from wgan.prepared.format import Example
 from wgan.prepared.write import Source
@@ -57,6 +58,11 @@ def _check_archive(path: Path) -> None:
             raise ValueError(
                 f"{path}: member {name!r} is missing or not a regular file; "
                 f"replace the archive with {URL}"
+            )
+        if members[name].size > MAX_FILE_BYTES:  # the official ones are 31 MB
+            raise ValueError(
+                f"{path}: member {name!r} is {members[name].size} bytes, more than the "
+                f"{MAX_FILE_BYTES}-byte cap for a pickle; replace the archive with {URL}"
             )
 
 

@@ -10,6 +10,17 @@ and writes it. Each image is centre-cropped, converted to RGB and resized. Plain
 Pillow; both give the same pixels. Files that cannot be used (corrupt, truncated, not
 an image, smaller than the crop) are skipped and listed in ``Source.report``.
 
+The files may come from strangers. A folder is read for its regular files only: a FIFO,
+socket or device is skipped, and so is a symbolic link unless it leads to a regular
+file inside the folder (a link elsewhere could turn ``/etc/passwd`` or someone's
+photos into samples). Links are resolved when listing, and each file is opened
+component by component with ``O_NOFOLLOW`` and ``O_NONBLOCK`` beneath the folder's
+descriptor, then checked with ``fstat``, so a name swapped for a link or a FIFO after
+the listing is refused, not followed or waited on. A file or zip member may hold at
+most :data:`MAX_FILE_BYTES` (a zip member's declared size is checked before it is
+read, and the read stops there whatever the header says) and an image at most
+:data:`MAX_PIXELS` pixels by its header, checked before anything is decoded.
+
 Each ``sha256`` entry of a folder covers one split: the sha256 of the
 ``sha256sum``-style lines (``<digest>  <name>``) of its files, hashed by the
 workers from the bytes they read anyway. Like ``report``, it is filled in once
@@ -20,15 +31,18 @@ reads either.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import io
 import os
+import stat
 import struct
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -37,16 +51,28 @@ import simplejpeg
 from PIL import ExifTags, Image
 
 from wgan.config import DataConfig, ImageFolderConfig
-from wgan.files import sha256_file
+from wgan.datasets.untrusted import RefusedFile, inside, kind, open_regular, read_capped
 from wgan.prepared.format import Example
 from wgan.prepared.write import ParallelSplit, Source
 
-__all__ = ["center_crop_box", "load", "usable_cpus"]
+__all__ = ["MAX_FILE_BYTES", "MAX_PIXELS", "center_crop_box", "load", "usable_cpus"]
+
+# The largest image file or zip member read, in bytes. CelebA's JPEGs are ~10 KB and a
+# phone's photo a few MB; a worker holds the file, so this bounds its memory too.
+MAX_FILE_BYTES = 64 * 2**20
+# The most pixels an image's header may declare (8192 x 8192), checked before decoding:
+# a PNG of zeros compresses ~1000:1, so a small file can declare gigabytes of pixels.
+# Below Pillow's own bomb limit (~89.5 M pixels, where it only warns), so it decides.
+MAX_PIXELS = 2**26
 
 _SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 _FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")  # the only decoders a file may reach
 # What Pillow raises for corrupt, truncated or foreign data (anything else is a bug).
-_BAD_IMAGE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+_BAD_IMAGE = (OSError, SyntaxError, ValueError, EOFError)
+# What zipfile raises for a member it cannot give: corrupt data, a bad CRC, encryption
+# (RuntimeError), a compression method it lacks (NotImplementedError).
+_BAD_MEMBER = (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError,
+               NotImplementedError)
 # EXIF orientation -> the transpose that makes the stored pixels upright.
 _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
@@ -64,11 +90,12 @@ _Note = tuple[str, str | None]
 class _Recipe:
     """What a worker needs to turn a file name into a sample (pickled once per shard)."""
 
-    root: str
+    root: str  # the folder (every link in its path resolved) or the zip
     is_zip: bool
     crop: int | None
     size: int
     resample: Image.Resampling
+    links: dict[str, str] = field(default_factory=dict)  # link name -> its target, in root
 
 
 def usable_cpus() -> int:
@@ -173,8 +200,9 @@ def _plain_jpeg_sample(data: bytes, recipe: _Recipe) -> bytes | str | None:
         h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
         return None
-    limit = Image.MAX_IMAGE_PIXELS
-    if colorspace not in ("YCbCr", "Gray") or (limit is not None and w * h > limit):
+    if w * h > MAX_PIXELS:
+        return _too_many_pixels(w, h)
+    if colorspace not in ("YCbCr", "Gray"):
         return None
     box = _crop_box(w, h, recipe)
     if isinstance(box, str):
@@ -200,30 +228,95 @@ def _upright(img: Image.Image) -> Image.Transpose | None:
     return _UPRIGHT.get(orientation)
 
 
-def _read(recipe: _Recipe, archive: zipfile.ZipFile | None, name: str) -> bytes:
+def _too_many_pixels(w: int, h: int) -> str:
+    return f"{w}x{h} pixels, more than the {MAX_PIXELS}-pixel cap"
+
+
+def _too_big(size: int) -> str:
+    return f"declares {size} bytes, more than the {MAX_FILE_BYTES}-byte cap for an image file"
+
+
+def _read_member(archive: zipfile.ZipFile, name: str) -> bytes:
+    """A zip member, refused unread if its header declares more than the cap. The read
+    asks for one byte more than declared, so inflating stops there even if the header
+    lies (zipfile then fails the CRC)."""
+    info = archive.getinfo(name)
+    if info.file_size > MAX_FILE_BYTES:
+        raise RefusedFile(_too_big(info.file_size))
+    with archive.open(info) as f:
+        data = f.read(info.file_size + 1)
+    if len(data) > info.file_size:
+        raise RefusedFile(f"holds more than the {info.file_size} bytes it declares")
+    return data
+
+
+def _open_beneath(root_fd: int, path: str) -> int:
+    """Open the regular file at ``path`` (posix, relative) beneath the directory
+    ``root_fd``, following no link on the way: each component is opened with
+    ``O_NOFOLLOW`` relative to the one before."""
+    *dirs, last = path.split("/")
+    fd = root_fd
+    try:
+        for part in dirs:
+            try:
+                parent, fd = fd, os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                                         | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):  # what O_NOFOLLOW says of links
+                    raise RefusedFile(f"its directory {part!r} is a symbolic link or no "
+                                      "directory (not followed)") from None
+                raise
+            if parent != root_fd:
+                os.close(parent)
+        return open_regular(last, dir_fd=fd)
+    finally:
+        if fd != root_fd:
+            os.close(fd)
+
+
+def _read(recipe: _Recipe, archive: zipfile.ZipFile | None, root_fd: int | None,
+          name: str) -> bytes:
+    """The bytes of file ``name``; :class:`RefusedFile` or a zip or OS error if it cannot
+    be used."""
     if archive is not None:
-        return archive.read(name)
-    with open(os.path.join(recipe.root, name), "rb") as f:  # half the cost of Path.read_bytes
-        return f.read()
+        return _read_member(archive, name)
+    assert root_fd is not None
+    fd = _open_beneath(root_fd, recipe.links.get(name, name))
+    try:
+        return read_capped(fd, MAX_FILE_BYTES, "an image file")
+    finally:
+        os.close(fd)
+
+
+def _open_image(data: bytes) -> Image.Image:
+    """Pillow's image of ``data``, its header read; Pillow's bomb warning is an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data), formats=_FORMATS)
 
 
 def _process(
-    recipe: _Recipe, archive: zipfile.ZipFile | None, name: str,
+    recipe: _Recipe, archive: zipfile.ZipFile | None, root_fd: int | None, name: str,
 ) -> tuple[bytes | str, str]:
     """Read, hash and decode one file: (the sample's RGB bytes or why it was skipped, the
-    file's sha256); never raises for a bad file."""
+    file's sha256, empty if it was not read); never raises for a bad file."""
     try:
-        data = _read(recipe, archive, name)
-    except (OSError, zipfile.BadZipFile, zlib.error) as err:
+        data = _read(recipe, archive, root_fd, name)
+    except RefusedFile as err:
+        return str(err), ""
+    except _BAD_MEMBER as err:
         return f"cannot read the file ({err})", ""
     digest = hashlib.sha256(data).hexdigest()
     out = _plain_jpeg_sample(data, recipe)
     if out is None:
         try:
-            with Image.open(io.BytesIO(data), formats=_FORMATS) as img:
-                out = _crop_resize(img, recipe)
+            with _open_image(data) as img:
+                w, h = img.size
+                out = _too_many_pixels(w, h) if w * h > MAX_PIXELS else _crop_resize(img, recipe)
         except Image.UnidentifiedImageError:  # its message holds an address: not reproducible
             return "not a readable image (Pillow cannot identify it)", digest
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+            return f"more than the {MAX_PIXELS}-pixel cap ({err})", digest
         except _BAD_IMAGE as err:
             return f"not a readable image ({type(err).__name__}: {err})", digest
     return out, digest
@@ -235,9 +328,15 @@ def _decode_files(recipe: _Recipe, names: list[str]) -> Iterator[tuple[Example |
     A zip is opened here, in the worker: a forked worker must not share the parent's file
     offset."""
     shape = (recipe.size, recipe.size, 3)
-    with zipfile.ZipFile(recipe.root) if recipe.is_zip else contextlib.nullcontext() as archive:
+    with contextlib.ExitStack() as stack:
+        archive, root_fd = None, None
+        if recipe.is_zip:
+            archive = stack.enter_context(zipfile.ZipFile(recipe.root))
+        else:
+            root_fd = os.open(recipe.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            stack.callback(os.close, root_fd)
         for name in names:
-            out, digest = _process(recipe, archive, name)
+            out, digest = _process(recipe, archive, root_fd, name)
             if isinstance(out, str):
                 yield None, (digest, out)
             else:
@@ -278,32 +377,107 @@ def _split(
                          functools.partial(_finish, names, report, sha256, key), workers)
 
 
-def _list(root: Path) -> list[str]:
-    """Every file under ``root`` (a directory, recursively, or a zip) as sorted posix paths."""
+_OUTSIDE = ("a symbolic link that leads outside the image folder (not followed; copy "
+            "the file in instead)")
+
+
+def _link(root: str, name: str) -> tuple[str | None, str | None]:
+    """(where the link ``name`` leads, relative to ``root``, or None; why it is not
+    followed, or None)."""
+    target = inside(os.path.join(root, name), root)
+    if target is None:
+        return None, _OUTSIDE
+    try:
+        mode = os.stat(os.path.join(root, target), follow_symlinks=False).st_mode
+    except OSError:
+        return None, "a broken symbolic link"
+    if stat.S_ISREG(mode):
+        return target, None
+    return None, f"a symbolic link to {kind(mode)} (not followed)"
+
+
+def _entry(root: str, name: str, entry: os.DirEntry) -> tuple[str | None, str | None]:
+    """(the target of a link to follow or None, why the entry is skipped or None)."""
+    try:
+        if entry.is_file(follow_symlinks=False):
+            return None, None
+        if entry.is_symlink():
+            return _link(root, name)
+        return None, f"{kind(entry.stat(follow_symlinks=False).st_mode)}, not a regular file"
+    except OSError as err:
+        return None, f"cannot stat it ({err.strerror})"
+
+
+def _list_dir(root: str) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """Every entry under the resolved directory ``root`` but its subdirectories, as
+    sorted posix paths; the links to follow (name -> target); the entries to skip
+    (name -> reason). Links to directories are not followed, like ``os.walk``'s."""
+    names, links, refused = [], {}, {}
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        try:
+            with os.scandir(os.path.join(root, rel)) as it:
+                entries = list(it)
+        except OSError as err:
+            if not rel:
+                raise ValueError(f"{root}: cannot list the image folder ({err})") from err
+            names.append(rel)
+            refused[rel] = f"cannot list this directory ({err.strerror})"
+            continue
+        for entry in entries:
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(name)
+                continue
+            names.append(name)
+            target, reason = _entry(root, name, entry)
+            if target is not None:
+                links[name] = target
+            if reason is not None:
+                refused[name] = reason
+    return sorted(names), links, refused
+
+
+def _list(root: Path) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """Every file under ``root`` (a directory, recursively, or a zip) as sorted posix
+    paths, with the links to follow and the entries to skip (see :func:`_list_dir`)."""
     if root.is_dir():
-        names = []
-        for dirpath, _, files in os.walk(root):
-            rel = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
-            names.extend(str(rel / f) for f in files)
-        return sorted(names)
+        return _list_dir(os.path.realpath(root))
     try:
         with zipfile.ZipFile(root) as zf:
-            return sorted(i.filename for i in zf.infolist() if not i.is_dir())
+            return sorted(i.filename for i in zf.infolist() if not i.is_dir()), {}, {}
     except (zipfile.BadZipFile, OSError) as err:
         raise ValueError(f"{root}: not a readable zip ({err}); re-create it") from err
 
 
-def _read_partition(path: Path) -> dict[str, str]:
-    """CelebA's ``<file name> 0|1|2`` lines: 0 (train) and 1 (validation) -> train, 2 -> test."""
+def _read_partition(path: Path) -> tuple[dict[str, str], str]:
+    """CelebA's ``<file name> 0|1|2`` lines: 0 (train) and 1 (validation) -> train, 2 -> test;
+    and the file's sha256. Read like an image: a regular file (a link only if it stays
+    in its folder), at most :data:`MAX_FILE_BYTES`."""
+    base = os.path.realpath(path.parent)
+    target = inside(str(path), base)
+    try:
+        if target is None:
+            raise RefusedFile(_OUTSIDE.replace("image folder", "folder"))
+        fd = open_regular(os.path.join(base, target))
+        try:
+            data = read_capped(fd, MAX_FILE_BYTES, "a partition file")
+        finally:
+            os.close(fd)
+        text = data.decode()
+    except (RefusedFile, OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read it ({err}); replace it with CelebA's "
+                         f"{_PARTITION}") from err
     out = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
             raise ValueError(f"{path}:{lineno}: expected '<file name> 0|1|2', got {line!r}")
         out[parts[0]] = "test" if parts[1] == "2" else "train"
-    return out
+    return out, hashlib.sha256(data).hexdigest()
 
 
 def _hash_split(file_name: str, test_fraction: float) -> str:
@@ -313,13 +487,15 @@ def _hash_split(file_name: str, test_fraction: float) -> str:
 
 
 def _assign(
-    names: list[str], partition: dict[str, str] | None, test_fraction: float,
-    report: dict[str, Any],
+    names: list[str], refused: dict[str, str], partition: dict[str, str] | None,
+    test_fraction: float, report: dict[str, Any],
 ) -> dict[str, list[str]]:
     splits: dict[str, list[str]] = {"train": [], "test": []}
     for name in names:
         path = PurePosixPath(name)
-        if path.suffix.lower() not in _SUFFIXES:
+        if name in refused:
+            _skip(report, name, refused[name])
+        elif path.suffix.lower() not in _SUFFIXES:
             _skip(report, name, f"not an image file (suffix {path.suffix or 'none'!r})")
         elif partition is None:
             splits[_hash_split(path.name, test_fraction)].append(name)
@@ -333,7 +509,7 @@ def _assign(
 def _celeba_root(cfg: ImageFolderConfig) -> Path:
     base = Path(cfg.path)
     for root in (base / "img_align_celeba", base / "img_align_celeba.zip"):
-        if root.exists():
+        if root.is_dir() or root.is_file():  # not a FIFO, which zipfile would wait on
             return root
     raise FileNotFoundError(
         f"CelebA not found: put the aligned images in {base / 'img_align_celeba'}/ "
@@ -344,7 +520,7 @@ def _celeba_root(cfg: ImageFolderConfig) -> Path:
 
 def _folder_root(cfg: ImageFolderConfig) -> Path:
     root = Path(cfg.path)
-    if root.is_dir() or zipfile.is_zipfile(root):
+    if root.is_dir() or (root.is_file() and zipfile.is_zipfile(root)):
         return root
     raise FileNotFoundError(
         f"data.folder.path: {root} is not a directory or a .zip; put your images there "
@@ -357,7 +533,8 @@ def _locate(cfg: DataConfig) -> tuple[ImageFolderConfig, Path, Path | None]:
     if cfg.name != "celeba":
         return cfg.folder, _folder_root(cfg.folder), None
     partition = Path(cfg.celeba.path) / _PARTITION
-    return cfg.celeba, _celeba_root(cfg.celeba), partition if partition.is_file() else None
+    present = os.path.lexists(partition)  # if it is there, it must be readable
+    return cfg.celeba, _celeba_root(cfg.celeba), partition if present else None
 
 
 def load(cfg: DataConfig, raw_dir: Path) -> Source:
@@ -367,9 +544,12 @@ def load(cfg: DataConfig, raw_dir: Path) -> Source:
     """
     folder, root, partition = _locate(cfg)
     report: dict[str, Any] = {"skipped": 0, "files": []}
-    parts = _read_partition(partition) if partition else None
-    splits = {s: n for s, n in _assign(_list(root), parts, folder.test_fraction, report).items()
-              if n}
+    parts, sha256 = None, {}
+    if partition:
+        parts, sha256[partition.name] = _read_partition(partition)
+    names, links, refused = _list(root)
+    splits = {s: n for s, n in _assign(names, refused, parts, folder.test_fraction,
+                                       report).items() if n}
     if not splits:
         raise ValueError(
             f"{root}: no usable image files ({', '.join(sorted(_SUFFIXES))}) found; "
@@ -381,9 +561,8 @@ def load(cfg: DataConfig, raw_dir: Path) -> Source:
             f"{partition.name if partition else f'data.{cfg.name}.test_fraction'}); "
             "lower the test fraction or add images"
         )
-    sha256 = {partition.name: sha256_file(partition)} if partition else {}
-    recipe = _Recipe(str(root), root.is_file(), folder.crop, folder.resize,
-                     Image.Resampling[folder.filter.upper()])
+    recipe = _Recipe(str(root) if root.is_file() else os.path.realpath(root), root.is_file(),
+                     folder.crop, folder.resize, Image.Resampling[folder.filter.upper()], links)
     workers = cfg.workers or usable_cpus()
     return Source(
         name=cfg.name,
