@@ -1,11 +1,11 @@
-"""wgan.files: the shared sha256 and the atomic JSON write."""
+"""wgan.files: the shared sha256, the atomic JSON write and the bounded JSON read."""
 
 import hashlib
 import json
 
 import pytest
 
-from wgan.files import sha256_file, write_json
+from wgan.files import read_json, sha256_file, write_json
 
 
 def test_sha256_file_matches_hashlib_across_chunks(tmp_path):
@@ -32,3 +32,16 @@ def test_write_json_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
         write_json(path, {"bad": object()})
     assert json.loads(path.read_text()) == {"old": True}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_read_json_names_the_file_when_too_large_or_not_json(tmp_path):
+    path = tmp_path / "info.json"
+    path.write_text(json.dumps({"a": [1, 2]}))
+    assert read_json(path, 100, "re-run it") == {"a": [1, 2]}
+    path.write_text(" " * 101 + "{}")
+    with pytest.raises(ValueError, match=r"info.json: larger than 100 bytes, so not read; re-run"):
+        read_json(path, 100, "re-run it")
+    for text in ('{"a": ', "\xff", "[" * 100_000 + "]" * 100_000):
+        path.write_bytes(text.encode("latin-1"))
+        with pytest.raises(ValueError, match=r"info.json: not valid JSON \(.*\); re-run it"):
+            read_json(path, 1 << 20, "re-run it")

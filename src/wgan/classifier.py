@@ -33,7 +33,7 @@ from wgan.config import ClassifierConfig
 from wgan.files import sha256_file, write_json
 from wgan.model_files import save_model
 from wgan.prepared.format import read_meta
-from wgan.prepared.read import make_dataset
+from wgan.prepared.read import make_dataset, shard_errors_named
 
 __all__ = [
     "FEATURE_LAYER",
@@ -97,17 +97,21 @@ def train_classifier(prepared_dir: str | Path, classifier_dir: str | Path,
         write_json(classifier_dir / INFO_FILE, {"trained": False, "reason": reason})
         return {"trained": False, "reason": reason}
     keras.utils.set_random_seed(seed)
+    # The datasets before the model: making them checks the shards against meta.json.
+    train = make_dataset(prepared_dir, "train", config.batch, seed=seed, with_labels=True,
+                         repeat=True)
+    test = make_dataset(prepared_dir, "test", 1000, shuffle=False, with_labels=True)
     model = build_classifier(meta.shape, meta.num_classes)
     model.compile(optimizer=keras.optimizers.Adam(config.lr),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    train = make_dataset(prepared_dir, "train", config.batch, seed=seed, with_labels=True,
-                         repeat=True)
     # Explicit step counts: Keras cannot know a TFRecord split's size and would warn.
     # The dataset shuffles itself (seeded); Keras' shuffle flag would only warn too.
-    model.fit(train, epochs=config.epochs, steps_per_epoch=-(-meta.counts["train"] // config.batch),
-              shuffle=False, verbose=2)
-    test = make_dataset(prepared_dir, "test", 1000, shuffle=False, with_labels=True)
-    _, accuracy = model.evaluate(test, steps=-(-meta.counts["test"] // 1000), verbose=0)
+    with shard_errors_named(prepared_dir, "train"):
+        model.fit(train, epochs=config.epochs,
+                  steps_per_epoch=-(-meta.counts["train"] // config.batch), shuffle=False,
+                  verbose=2)
+    with shard_errors_named(prepared_dir, "test"):
+        _, accuracy = model.evaluate(test, steps=-(-meta.counts["test"] // 1000), verbose=0)
     save_model(model, classifier_dir / MODEL_FILE)
     write_json(classifier_dir / INFO_FILE, {
         "trained": True,
