@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from wgan.config import SampleConfig
+from wgan.model_files import load_model
 from wgan.prepared.format import read_meta, to_uint8
 from wgan.visualize import sample_grid, save_png
 
@@ -29,8 +30,18 @@ __all__ = ["generate", "load_generator", "write_samples"]
 
 
 def load_generator(path: str | Path) -> keras.Model:
-    """The saved generator, without optimizer state (inference only)."""
-    return keras.models.load_model(path, compile=False)
+    """The saved generator, without optimizer state (inference only).
+
+    Raises:
+      FileNotFoundError, ValueError: naming ``path``, if it is missing, not a Keras model
+        file or not a model of one noise vector (then: re-run the train stage).
+    """
+    generator = load_model(path, "train")
+    shape = generator.input_shape
+    if not (isinstance(shape, tuple) and len(shape) == 2 and isinstance(shape[1], int)):
+        raise ValueError(f"{path} takes inputs of shape {shape}, not a batch of noise vectors "
+                         "[None, z]; re-run `dvc repro train`")
+    return generator
 
 
 def generate(generator: keras.Model, n: int, batch: int, seed: int, is_image: bool) -> np.ndarray:
