@@ -1,15 +1,18 @@
 """Faults at the stage boundaries: bad model and sample files, killed writes, one-line errors.
 
 A model file that is missing, truncated, not a zip or crafted names itself and the stage
-that writes it, a bad ``samples.npz`` or ``info.json`` is named, and each stage script,
-run as a real process on such input, ends with one ``error:`` line and no traceback.
+that writes it; a ``samples.npz`` is never left half-written by a killed ``sample``, and a
+truncated one is named; and each stage script, run as a real process on such input, ends
+with one ``error:`` line and no traceback.
 """
 
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -239,3 +242,44 @@ def test_train_stage_refuses_a_meta_json_whose_shape_the_shards_contradict(tmp_p
                         r"sample holds values up to 255, but meta.json's shape \[784\] is a "
                         r"mask's, whose values are 0 and 1; re-run `dvc repro prepare`", line), line
     assert not (work / "models/generator.keras").exists()
+
+
+def _kill_once_writing(proc: subprocess.Popen, work: Path) -> None:
+    """SIGKILL ``sample`` once it has begun writing into samples/, checking (with SIGSTOP
+    first) that it is still on samples.npz: the grid, written next, is not there yet."""
+    deadline = time.monotonic() + 240
+    while not (work / "samples").is_dir() or not any((work / "samples").iterdir()):
+        assert proc.poll() is None, f"sample ended before writing: {proc.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "sample never started writing"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        assert not (work / "reports/sample/grid.png").exists(), "the kill came too late"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+
+
+def test_a_killed_sample_leaves_no_samples_file_and_evaluate_says_so_in_one_line(tmp_path):
+    # 30,000 samples of 784 noisy bytes take a second or two to compress: a wide window.
+    work = _workdir(tmp_path, sample={"n": 30_000, "batch": 10_000, "grid": 2},
+                    evaluate={"n": 40, "kid_subsets": 2, "kid_subset_size": 10, "pr_k": 3,
+                              "swd_patches": 2})
+    generator = _generator(work / "generator.keras")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "stages/sample.py"), str(generator),
+                             "data/prepared/mnist", "samples", "reports/sample"], cwd=work,
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _kill_once_writing(proc, work)
+    assert not (work / "samples/samples.npz").exists()
+    evaluate = ["evaluate.py", "data/prepared/mnist", "samples", "models/classifier",
+                "metrics/eval.json", "metrics/eval_plots"]
+    assert _one_line(_stage(work, *evaluate)) == (
+        "error: samples/samples.npz not found; run `dvc repro sample`")
+    # What an in-place write would have left: the killed write's partial file, as the output.
+    (partial,) = (work / "samples").glob(".samples.tmp-*.npz")
+    partial.rename(work / "samples/samples.npz")
+    assert re.fullmatch(r"error: samples/samples.npz is not a complete samples file "
+                        r"\(BadZipFile: .+\); re-run `dvc repro sample`",
+                        _one_line(_stage(work, *evaluate)))
+    assert not (work / "metrics/eval.json").exists()

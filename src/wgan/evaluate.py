@@ -24,7 +24,7 @@ Metric families:
 
 Everything is held as uint8 arrays of n samples plus their features; feature
 extraction runs in batches. Only the first n samples of ``samples.npz`` are read, after
-its header is checked.
+its header is checked. The plot CSVs (and the stage's JSON) are written atomically.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import numpy as np
 
 from wgan.classifier import DomainClassifier, load_feature_extractor
 from wgan.config import EvaluateConfig
+from wgan.files import atomic_path
 from wgan.metrics.classes import class_histogram_kl, classifier_score, mode_coverage
 from wgan.metrics.frechet import fid_from_features
 from wgan.metrics.kid import kernel_inception_distance
@@ -152,7 +153,7 @@ def _nulls(keys: tuple[str, ...], reason: str) -> dict[str, Any]:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)

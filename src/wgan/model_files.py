@@ -5,6 +5,7 @@
 header. DVC hashes outputs by content, so every save of an unchanged model would look like
 a new output and re-run each stage downstream of it (sample, evaluate).
 
+:func:`save_model` writes atomically (the final path only ever appears complete), and
 :func:`load_model` turns every way a model file can be bad (missing, truncated, not a
 zip, a crafted config) into one error naming the file and the stage that writes it.
 """
@@ -19,6 +20,8 @@ from typing import Any
 
 import keras
 
+from wgan.files import atomic_path
+
 __all__ = ["load_model", "save_model"]
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip header can hold
@@ -31,11 +34,19 @@ _MAX_CONFIG_BYTES = 16 << 20  # config.json / metadata.json: ours are a few kB
 def save_model(model: keras.Model, path: str | Path) -> None:
     """``model.save(path)``, then rewritten so that the same model gives the same bytes:
     no save time, shared-object ids numbered in order of appearance, fixed entry times.
-    ``keras.models.load_model`` reads the result as it reads Keras' own file."""
-    path = Path(path)
-    model.save(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w") as out:
+    ``keras.models.load_model`` reads the result as it reads Keras' own file. Atomic:
+    ``path`` appears only once complete, and a failed save leaves it as it was."""
+    with atomic_path(path) as tmp:
+        raw = tmp.with_name(f"{tmp.stem}-keras.keras")  # Keras' own file, rewritten into tmp
+        try:
+            model.save(raw)
+            _rewrite(raw, tmp)
+        finally:
+            raw.unlink(missing_ok=True)
+
+
+def _rewrite(keras_file: Path, path: Path) -> None:
+    with zipfile.ZipFile(keras_file) as src, zipfile.ZipFile(path, "w") as out:
         for info in src.infolist():
             entry = zipfile.ZipInfo(info.filename, date_time=_EPOCH)
             entry.compress_type = info.compress_type
@@ -45,7 +56,6 @@ def save_model(model: keras.Model, path: str | Path) -> None:
                 big = info.file_size > zipfile.ZIP64_LIMIT
                 with src.open(info) as data, out.open(entry, "w", force_zip64=big) as copy:
                     shutil.copyfileobj(data, copy, 1 << 20)
-    tmp.replace(path)
 
 
 def load_model(path: str | Path, stage: str) -> keras.Model:
