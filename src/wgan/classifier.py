@@ -19,7 +19,6 @@ metadata).
 from __future__ import annotations
 
 import hashlib
-import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,10 @@ import numpy as np
 from keras import layers
 
 from wgan.config import ClassifierConfig
-from wgan.files import sha256_file, write_json
-from wgan.model_files import save_model
+from wgan.files import read_json, sha256_file, write_json
+from wgan.model_files import load_model, save_model
 from wgan.prepared.format import read_meta
-from wgan.prepared.read import make_dataset
+from wgan.prepared.read import make_dataset, shard_errors_named
 
 __all__ = [
     "FEATURE_LAYER",
@@ -48,6 +47,8 @@ FEATURE_LAYER = "features"
 PROBS_LAYER = "probs"
 MODEL_FILE = "classifier.keras"
 INFO_FILE = "info.json"
+_MAX_INFO_BYTES = 1 << 16  # ours is ~400 bytes
+_RERUN = "re-run `dvc repro classifier`"
 
 
 def _weights_sha256(keras_file: Path) -> str:
@@ -97,17 +98,21 @@ def train_classifier(prepared_dir: str | Path, classifier_dir: str | Path,
         write_json(classifier_dir / INFO_FILE, {"trained": False, "reason": reason})
         return {"trained": False, "reason": reason}
     keras.utils.set_random_seed(seed)
+    # The datasets before the model: making them checks the shards against meta.json.
+    train = make_dataset(prepared_dir, "train", config.batch, seed=seed, with_labels=True,
+                         repeat=True)
+    test = make_dataset(prepared_dir, "test", 1000, shuffle=False, with_labels=True)
     model = build_classifier(meta.shape, meta.num_classes)
     model.compile(optimizer=keras.optimizers.Adam(config.lr),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    train = make_dataset(prepared_dir, "train", config.batch, seed=seed, with_labels=True,
-                         repeat=True)
     # Explicit step counts: Keras cannot know a TFRecord split's size and would warn.
     # The dataset shuffles itself (seeded); Keras' shuffle flag would only warn too.
-    model.fit(train, epochs=config.epochs, steps_per_epoch=-(-meta.counts["train"] // config.batch),
-              shuffle=False, verbose=2)
-    test = make_dataset(prepared_dir, "test", 1000, shuffle=False, with_labels=True)
-    _, accuracy = model.evaluate(test, steps=-(-meta.counts["test"] // 1000), verbose=0)
+    with shard_errors_named(prepared_dir, "train"):
+        model.fit(train, epochs=config.epochs,
+                  steps_per_epoch=-(-meta.counts["train"] // config.batch), shuffle=False,
+                  verbose=2)
+    with shard_errors_named(prepared_dir, "test"):
+        _, accuracy = model.evaluate(test, steps=-(-meta.counts["test"] // 1000), verbose=0)
     save_model(model, classifier_dir / MODEL_FILE)
     write_json(classifier_dir / INFO_FILE, {
         "trained": True,
@@ -140,18 +145,42 @@ def load_feature_extractor(classifier_dir: str | Path) -> DomainClassifier | Non
     """The trained classifier as a feature extractor, or None when none was trained.
 
     Raises:
-      ValueError: if ``classifier.keras`` does not match the sha256 in ``info.json``.
+      FileNotFoundError: if ``info.json`` or ``classifier.keras`` is missing.
+      ValueError: naming the file, if ``info.json`` is not what the classifier stage
+        writes, ``classifier.keras`` does not match its sha256 or cannot be loaded.
     """
     classifier_dir = Path(classifier_dir)
-    info = json.loads((classifier_dir / INFO_FILE).read_text())
+    info = _read_info(classifier_dir / INFO_FILE)
     if not info["trained"]:
         return None
     path = classifier_dir / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; {_RERUN}")
     if sha256_file(path) != info["sha256"]:
-        raise ValueError(f"{path} does not match the sha256 in {INFO_FILE}; re-run the "
-                         "classifier stage")
-    model = keras.models.load_model(path, compile=False)
-    both = keras.Model(model.input, [model.get_layer(info["feature_layer"]).output,
-                                     model.get_layer(info["probs_layer"]).output])
+        raise ValueError(f"{path} does not match the sha256 in {INFO_FILE}; {_RERUN}")
+    model = load_model(path, "classifier")
+    try:
+        both = keras.Model(model.input, [model.get_layer(info["feature_layer"]).output,
+                                         model.get_layer(info["probs_layer"]).output])
+    except (ValueError, AttributeError) as err:  # no such layer; not a one-input model
+        raise ValueError(f"{path} has no layers {info['feature_layer']!r} and "
+                         f"{info['probs_layer']!r} ({err}); {_RERUN}") from err
     return DomainClassifier(both, tuple(info["shape"]), info["num_classes"],
                             info["weights_sha256"])
+
+
+_INFO_TYPES = {"num_classes": int, "shape": list, "feature_layer": str, "probs_layer": str,
+               "sha256": str, "weights_sha256": str}
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    """``info.json``, checked to hold what :func:`train_classifier` writes."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run `dvc repro classifier`")
+    info = read_json(path, _MAX_INFO_BYTES, _RERUN)
+    if not isinstance(info, dict) or not isinstance(info.get("trained"), bool):
+        raise ValueError(f"{path}: no 'trained': true/false; {_RERUN}")
+    for key, kind in _INFO_TYPES.items() if info["trained"] else ():
+        if not isinstance(info.get(key), kind) or isinstance(info[key], bool):
+            raise ValueError(f"{path}: {key!r} must be of type {kind.__name__}; {_RERUN}")
+    return info

@@ -23,12 +23,16 @@ Metric families:
 * ``masks``: validity rate and length-distribution distances.
 
 Everything is held as uint8 arrays of n samples plus their features; feature
-extraction runs in batches.
+extraction runs in batches. Only the first n samples of ``samples.npz`` are read, after
+its header is checked. The plot CSVs (and the stage's JSON) are written atomically.
 """
 
 from __future__ import annotations
 
 import csv
+import math
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +42,7 @@ import numpy as np
 
 from wgan.classifier import DomainClassifier, load_feature_extractor
 from wgan.config import EvaluateConfig
+from wgan.files import atomic_path
 from wgan.metrics.classes import class_histogram_kl, classifier_score, mode_coverage
 from wgan.metrics.frechet import fid_from_features
 from wgan.metrics.kid import kernel_inception_distance
@@ -94,13 +99,47 @@ def real_sets(prepared_dir: str | Path, meta: PreparedMeta, n: int) -> RealSets:
 
 
 def load_samples(samples_dir: str | Path, n: int, meta: PreparedMeta) -> np.ndarray:
-    """The first ``n`` generated uint8 samples of ``samples.npz``, checked against ``meta``."""
-    with np.load(Path(samples_dir) / "samples.npz") as npz:
-        x = npz["x"][:n]
-    if x.dtype != np.uint8 or x.shape[1:] != meta.shape:
-        raise ValueError(f"samples are {x.dtype} {list(x.shape[1:])}, but the prepared "
-                         f"{meta.dataset} data is uint8 {list(meta.shape)}; re-run sample")
-    return x
+    """The first ``n`` generated uint8 samples of ``samples.npz``, checked against ``meta``.
+
+    Only those are read: the array's header is checked first, so neither a large file nor
+    a crafted header makes this read more than ``n`` samples.
+
+    Raises:
+      FileNotFoundError: if there is no ``samples.npz``.
+      ValueError: naming the file, if it is not a complete ``samples.npz`` of uint8
+        samples of the prepared shape (then: re-run the sample stage).
+    """
+    path = Path(samples_dir) / "samples.npz"
+    fix = "re-run `dvc repro sample`"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run `dvc repro sample`")
+    sample_bytes = math.prod(meta.shape)
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("x.npy") as f:
+            shape, fortran_order, dtype = _npy_header(f)
+            count = min(n, shape[0]) if shape else 0
+            wrong = dtype != np.uint8 or fortran_order or shape[1:] != meta.shape or count < 1
+            data = b"" if wrong else f.read(count * sample_bytes)
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, zlib.error) as err:
+        raise ValueError(f"{path} is not a complete samples file ({type(err).__name__}: "
+                         f"{err}); {fix}") from err
+    if wrong:
+        raise ValueError(f"{path} holds {dtype} samples {list(shape)}, but the prepared "
+                         f"{meta.dataset} data is uint8 [N, {', '.join(map(str, meta.shape))}] "
+                         f"with N > 0; {fix}")
+    if len(data) < count * sample_bytes:
+        raise ValueError(f"{path} ends inside sample {len(data) // sample_bytes}; {fix}")
+    return np.frombuffer(bytearray(data), np.uint8).reshape(count, *meta.shape)  # writable
+
+
+def _npy_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and dtype from the header of an open ``.npy`` file."""
+    version = np.lib.format.read_magic(f)
+    read = {(1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if read is None:
+        raise ValueError(f".npy version {version}, not 1.0 or 2.0")
+    return read(f)
 
 
 def _paired(score: Callable[[Any], Scores], generated: Any, floor: Any) -> dict[str, Any]:
@@ -114,7 +153,7 @@ def _nulls(keys: tuple[str, ...], reason: str) -> dict[str, Any]:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)

@@ -10,7 +10,8 @@ Outputs: ``samples.npz`` (key ``x``: uint8 HWC images or 0/1 masks [N, L]) and
 ``grid.png``; for masks also ``masks.pkl`` (float32 0/1 [N, L], the WGAN_GP_MASK
 input format). Of the prepared data only ``meta.json`` is read (shape, images or
 masks), so the stage depends on no real sample; ``evaluate`` compares real and
-generated mask lengths (``lengths.csv``).
+generated mask lengths (``lengths.csv``). Each output is written atomically
+(:func:`wgan.files.atomic_path`): a killed run leaves none half-written.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import keras
 import numpy as np
 
 from wgan.config import SampleConfig
+from wgan.files import atomic_path
+from wgan.model_files import load_model
 from wgan.prepared.format import read_meta, to_uint8
 from wgan.visualize import sample_grid, save_png
 
@@ -29,8 +32,18 @@ __all__ = ["generate", "load_generator", "write_samples"]
 
 
 def load_generator(path: str | Path) -> keras.Model:
-    """The saved generator, without optimizer state (inference only)."""
-    return keras.models.load_model(path, compile=False)
+    """The saved generator, without optimizer state (inference only).
+
+    Raises:
+      FileNotFoundError, ValueError: naming ``path``, if it is missing, not a Keras model
+        file or not a model of one noise vector (then: re-run the train stage).
+    """
+    generator = load_model(path, "train")
+    shape = generator.input_shape
+    if not (isinstance(shape, tuple) and len(shape) == 2 and isinstance(shape[1], int)):
+        raise ValueError(f"{path} takes inputs of shape {shape}, not a batch of noise vectors "
+                         "[None, z]; re-run `dvc repro train`")
+    return generator
 
 
 def generate(generator: keras.Model, n: int, batch: int, seed: int, is_image: bool) -> np.ndarray:
@@ -57,12 +70,12 @@ def write_samples(generator_path: str | Path, prepared_dir: str | Path, samples_
         raise ValueError(f"generator makes samples of shape {list(samples.shape[1:])}, but "
                          f"{prepared_dir} holds {list(meta.shape)}; retrain on this dataset")
     samples_dir, report_dir = Path(samples_dir), Path(report_dir)
-    samples_dir.mkdir(parents=True, exist_ok=True)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(samples_dir / "samples.npz", x=samples)
+    with atomic_path(samples_dir / "samples.npz") as tmp:
+        np.savez_compressed(tmp, x=samples)
     grid = sample_grid(samples[:config.grid ** 2], columns=config.grid)
-    save_png(grid, report_dir / "grid.png", scale=2 if meta.is_image else 1)
+    with atomic_path(report_dir / "grid.png") as tmp:
+        save_png(grid, tmp, scale=2 if meta.is_image else 1)
     if not meta.is_image:
-        with open(samples_dir / "masks.pkl", "wb") as f:
+        with atomic_path(samples_dir / "masks.pkl") as tmp, open(tmp, "wb") as f:
             pickle.dump(samples.astype(np.float32), f, protocol=pickle.HIGHEST_PROTOCOL)
     return samples
