@@ -73,8 +73,7 @@ def write_samples(generator_path: str | Path, prepared_dir: str | Path, samples_
     with atomic_path(samples_dir / "samples.npz") as tmp:
         np.savez_compressed(tmp, x=samples)
     grid = sample_grid(samples[:config.grid ** 2], columns=config.grid)
-    with atomic_path(report_dir / "grid.png") as tmp:
-        save_png(grid, tmp, scale=2 if meta.is_image else 1)
+    save_png(grid, report_dir / "grid.png", scale=2 if meta.is_image else 1)
     if not meta.is_image:
         with atomic_path(samples_dir / "masks.pkl") as tmp, open(tmp, "wb") as f:
             pickle.dump(samples.astype(np.float32), f, protocol=pickle.HIGHEST_PROTOCOL)

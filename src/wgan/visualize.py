@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from wgan.files import atomic_path
+
 __all__ = ["sample_grid", "save_png", "save_gif"]
 
 
@@ -40,16 +42,18 @@ def sample_grid(samples: np.ndarray, columns: int = 10) -> np.ndarray:
 
 
 def save_png(picture: np.ndarray, path: str | Path, scale: int = 1) -> None:
+    """Save ``picture`` (scaled up ``scale``× without smoothing), atomically."""
     image = Image.fromarray(picture)
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    with atomic_path(path) as tmp:
+        image.save(tmp)
 
 
 def save_gif(png_paths: list[Path], path: str | Path, ms_per_frame: int = 300) -> None:
     """Animate the progress grids, in the order given."""
     frames = [Image.open(p).convert("P") for p in png_paths]
     if frames:
-        frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms_per_frame,
-                       loop=0)
+        with atomic_path(path) as tmp:
+            frames[0].save(tmp, save_all=True, append_images=frames[1:],
+                           duration=ms_per_frame, loop=0)

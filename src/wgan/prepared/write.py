@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import google_crc32c
 import numpy as np
 
 from wgan.files import write_json
@@ -44,6 +43,7 @@ from wgan.prepared.format import (
     Example,
     PreparedMeta,
     encode_example,
+    masked_crc32c,
     meta_dict,
     shard_name,
 )
@@ -95,16 +95,6 @@ class Source:
     compression_level: int = 1
 
 
-_CRC_MASK_DELTA = 0xA282EAD8
-
-
-def _masked_crc(data: bytes) -> bytes:
-    """TFRecord's masked CRC32C: rotated and offset, since a CRC of data that holds CRCs
-    is weak."""
-    crc = google_crc32c.value(data)
-    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + _CRC_MASK_DELTA) & 0xFFFFFFFF)
-
-
 class _ShardFile:
     """One shard being written: TFRecord-framed records in one gzip stream."""
 
@@ -115,7 +105,7 @@ class _ShardFile:
 
     def write(self, record: bytes) -> None:
         length = struct.pack("<Q", len(record))
-        for part in (length, _masked_crc(length), record, _masked_crc(record)):
+        for part in (length, masked_crc32c(length), record, masked_crc32c(record)):
             self._file.write(self._deflate.compress(part))
         self.count += 1
 
