@@ -131,3 +131,17 @@ def test_sample_generator_picks_the_final_or_the_best(tmp_path, labelled, choice
         np.testing.assert_array_equal(npz["x"], generate(generators[choice], 16, 8, 0, True))
         other = generators["best" if choice == "final" else "final"]
         assert not np.array_equal(npz["x"], generate(other, 16, 8, 0, True))
+
+
+def test_the_run_health_is_judged_from_its_curve(tmp_path, labelled):
+    # The same run, judged by two sets of thresholds: a recall floor above what it reaches
+    # makes it collapsed; the defaults do not.
+    prepared, classifier = labelled
+    out = TrainOutputs.under(tmp_path)
+    summary = train(_params(), prepared, out, classifier)
+    last = _curve(out)[-1]
+    assert summary["health"] in ("ok", "stalled", "degraded")
+    strict = parse_params({"train": {**TINY_TRAIN, **EVAL}, "model": TINY_MODEL,
+                           "health": {"collapse_recall": last["recall"] + 0.01}})
+    out2 = TrainOutputs.under(tmp_path / "strict")
+    assert train(strict, prepared, out2, classifier)["health"] == "collapsed"

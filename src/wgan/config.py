@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from wgan.health import HealthThresholds
 from wgan.model_geometry import dcgan_plan
 from wgan.variants import VARIANT_KNOBS, VARIANTS, get_variant
 
@@ -187,6 +188,7 @@ class Params:
     sample: SampleConfig = field(default_factory=SampleConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    health: HealthThresholds = field(default_factory=HealthThresholds)
 
 
 # YAML spelling -> field name, for keys that cannot be Python identifiers.

@@ -31,6 +31,7 @@ import numpy as np
 from wgan.classifier import load_feature_extractor
 from wgan.config import EvaluateConfig
 from wgan.generation import generate
+from wgan.health import HealthThresholds, run_health
 from wgan.prepared.format import PreparedMeta
 from wgan.scoring import ClassifierScorer, MaskScorer, Scores, SwdScorer, real_sets
 from wgan.training_log import CurveFile, TrainingLog
@@ -52,6 +53,7 @@ class Monitor:
     n: int
     seed: int
     is_image: bool
+    num_classes: int | None = None  # labelled data: mode coverage is out of this many
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -92,7 +94,7 @@ def build_monitor(prepared_dir: str | Path, classifier_dir: str | Path, meta: Pr
         primary, lower = "validity_rate", False
     else:
         swd = _SwdAverage(SwdScorer(real.reference, config.swd_patches, seed))
-        extractor = load_feature_extractor(classifier_dir)
+        extractor = load_feature_extractor(classifier_dir) if classifier_dir else None
         if extractor is None:
             scorers, primary = (swd,), "swd"
         else:
@@ -102,7 +104,8 @@ def build_monitor(prepared_dir: str | Path, classifier_dir: str | Path, meta: Pr
             scorers, primary = (classifier, swd), "fid"
         lower = True
     floors = _all_scores(scorers, real.floor)
-    return Monitor(scorers, primary, lower, floors, len(real.floor), seed, meta.is_image)
+    return Monitor(scorers, primary, lower, floors, len(real.floor), seed, meta.is_image,
+                   meta.num_classes if "mode_coverage" in floors else None)
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,18 @@ class Evaluations:
             self.best.reach_target(step, train_seconds)
         return seconds
 
-    def summary(self) -> dict:
+    def health(self, thresholds: HealthThresholds) -> str:
+        """The run's verdict (:func:`wgan.health.run_health`) from its curve and last row."""
+        p, rows = self.monitor.primary, self.curves.rows
+        last = rows[-1] if rows else {}
+        return run_health([(int(r["step"]), r[p]) for r in rows],
+                          lower_is_better=self.monitor.lower_is_better,
+                          floor=self.monitor.floors[p], diverged=False,
+                          final_coverage=last.get("mode_coverage"),
+                          num_classes=self.monitor.num_classes,
+                          final_recall=last.get("recall"), thresholds=thresholds)
+
+    def summary(self, thresholds: HealthThresholds) -> dict:
         """The ``metrics/train.json`` keys of the evaluations (see :func:`no_evaluations`)."""
         p, best = self.monitor.primary, self.best
         last = self.curves.rows[-1] if self.curves.rows else {}
@@ -151,14 +165,16 @@ class Evaluations:
                 "best_train_seconds": _or_none(best.seconds),
                 "target_step": _or_none(best.target_step),
                 "target_train_seconds": _or_none(best.target_seconds),
-                "eval_seconds": round(sum(r["eval_seconds"] for r in self.curves.rows), 3)}
+                "eval_seconds": round(sum(r["eval_seconds"] for r in self.curves.rows), 3),
+                "health": self.health(thresholds)}
 
 
 def no_evaluations() -> dict:
-    """The keys of :meth:`Evaluations.summary` when evaluation during training is off."""
+    """The keys of :meth:`Evaluations.summary` when evaluation during training is off
+    (``health`` is null: there is no curve to judge)."""
     return {"primary_metric": None, "primary_lower_is_better": None, "best_step": None,
             "best_train_seconds": None, "target_step": None, "target_train_seconds": None,
-            "eval_seconds": 0.0}
+            "eval_seconds": 0.0, "health": None}
 
 
 def _or_none(variable) -> float | int | None:

@@ -162,7 +162,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
     _save_models(run, params, meta, out)
     grids.publish(out.progress)
     summary = {**_summary(run, cfg.variant, log.last_values(), wall, stopped_early),
-               **(evaluations.summary() if evaluations else no_evaluations())}
+               **(evaluations.summary(params.health) if evaluations else no_evaluations())}
     write_json(out.metrics, summary)
     log.close()
     if not is_chief():
