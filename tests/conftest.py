@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # XLA compiling costs ~5 s per training run here; the tests of the default (XLA) path,
 # determinism and exact resume, turn it back on.
 TINY_TRAIN = {"steps": 6, "batch": 8, "log_every": 2, "sample_every": 3, "checkpoint_every": 2,
-              "jit_compile": False}
+              "jit_compile": False, "eval_every": None}
 TINY_MODEL = {"base_channels": 4, "z_dim": 8}
 
 

@@ -33,9 +33,9 @@ from wgan.prepared.write import Source, write_prepared
 from wgan.train import TrainOutputs, train
 from wgan.training_setup import critic_iterations
 
-STAGE = [sys.executable, str(ROOT / "stages/train.py"), "data/prepared/mnist", "models",
-         "models/checkpoints", "metrics/train.json", "metrics/train_curves.tsv", "logs/train",
-         "reports/train"]
+STAGE = [sys.executable, str(ROOT / "stages/train.py"), "data/prepared/mnist",
+         "models/classifier", "models", "models/checkpoints", "metrics/train.json",
+         "metrics/train_curves.tsv", "logs/train", "reports/train", "metrics/eval_curves.tsv"]
 
 
 def _params(**train):

@@ -25,9 +25,9 @@ __all__ = ["Checkpoints", "NonFiniteLossError", "fingerprint", "first_non_finite
 # Knobs that change how a run is watched, not what it computes: a checkpoint written
 # with other values of these can still be resumed.
 _COSMETIC = ("steps", "log_every", "sample_every", "checkpoint_every", "check_every",
-             "stop_when_valid", "strategy")
+             "stop_when_valid", "strategy", "eval_every", "eval_n", "target_ratio")
 # Raised when the checkpoint holds other objects, so that an older one is not resumed.
-_LAYOUT = 2
+_LAYOUT = 3
 STAMP = "fingerprint.json"
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from wgan.health import HealthThresholds
 from wgan.model_geometry import dcgan_plan
 from wgan.variants import VARIANT_KNOBS, VARIANTS, get_variant
 
@@ -141,6 +142,10 @@ class TrainConfig:
     checkpoint_every: int = _ranged(200, 1)
     stop_when_valid: bool = False
     check_every: int = _ranged(100, 1)
+    eval_every: int | None = _ranged(250, 1)  # null: no evaluation during training
+    eval_n: int = _ranged(1000, 2, 10**6, why="samples and their features are "
+                          f"{_IN_MEMORY}")
+    target_ratio: float = _ranged(3.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,7 @@ class SampleConfig:
     n: int = _ranged(10000, 1, 10**7, why=f"samples are {_IN_MEMORY}")
     batch: int = _ranged(500, 1, 65536, why="one generator call makes a batch")
     grid: int = _ranged(10, 1, 64)
+    generator: str = _choice("final", "best", default="final")
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,7 @@ class Params:
     sample: SampleConfig = field(default_factory=SampleConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    health: HealthThresholds = field(default_factory=HealthThresholds)
 
 
 # YAML spelling -> field name, for keys that cannot be Python identifiers.

@@ -34,7 +34,6 @@ import math
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,59 +42,25 @@ import numpy as np
 from wgan.classifier import DomainClassifier, load_feature_extractor
 from wgan.config import EvaluateConfig
 from wgan.files import atomic_path
-from wgan.metrics.classes import class_histogram_kl, classifier_score, mode_coverage
-from wgan.metrics.frechet import fid_from_features
-from wgan.metrics.kid import kernel_inception_distance
-from wgan.metrics.masks import (
-    histogram_coverage,
-    length_bins,
-    length_ks,
-    length_wasserstein,
-    mask_lengths,
-    validity_rate,
+from wgan.metrics.classes import classifier_score
+from wgan.metrics.masks import length_bins, mask_lengths
+from wgan.prepared.format import PreparedMeta, read_meta
+from wgan.scoring import (
+    ClassifierScorer,
+    MaskScorer,
+    RealSets,
+    Scores,
+    SwdScorer,
+    fid_kid,
+    real_sets,
 )
-from wgan.metrics.precision_recall import precision_recall
-from wgan.metrics.swd import sliced_wasserstein_distance
-from wgan.prepared.format import PreparedMeta, read_meta, to_float
-from wgan.prepared.read import read_numpy
 
-__all__ = ["CLASSIFIER_KEYS", "INCEPTION_KEYS", "MASK_KEYS", "RealSets", "evaluate",
-           "load_samples", "real_sets"]
+__all__ = ["CLASSIFIER_KEYS", "INCEPTION_KEYS", "MASK_KEYS", "evaluate", "load_samples"]
 
 CLASSIFIER_KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "classifier_score",
                    "mode_coverage", "class_kl")
 INCEPTION_KEYS = ("fid", "kid_mean", "kid_std", "is")
 MASK_KEYS = ("validity_rate", "length_w1", "length_ks", "histogram_coverage")
-_BATCH = 1000
-
-Scores = dict[str, float]
-
-
-@dataclass(frozen=True)
-class RealSets:
-    """The real uint8 samples of one evaluation: reference and floor (train) subsets."""
-
-    reference: np.ndarray
-    reference_labels: np.ndarray | None
-    reference_split: str
-    floor: np.ndarray
-
-
-def _read(prepared_dir: str | Path, split: str, limit: int) -> tuple[np.ndarray, np.ndarray | None]:
-    batches = list(read_numpy(prepared_dir, split, limit))
-    x = np.concatenate([b[0] for b in batches])
-    return x, (None if batches[0][1] is None else np.concatenate([b[1] for b in batches]))
-
-
-def real_sets(prepared_dir: str | Path, meta: PreparedMeta, n: int) -> RealSets:
-    """Reference (test split, else the first half of train) and up to ``n`` floor samples."""
-    if "test" in meta.counts:
-        reference, labels = _read(prepared_dir, "test", n)
-        return RealSets(reference, labels, "test", _read(prepared_dir, "train", n)[0])
-    n_reference = min(n, meta.counts["train"] // 2)
-    x, y = _read(prepared_dir, "train", n_reference + n)
-    return RealSets(x[:n_reference], None if y is None else y[:n_reference],
-                    f"train[:{n_reference}]", x[n_reference:])
 
 
 def load_samples(samples_dir: str | Path, n: int, meta: PreparedMeta) -> np.ndarray:
@@ -159,43 +124,14 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
         writer.writerows(rows)
 
 
-def _fid_kid(features: np.ndarray, reference: np.ndarray, config: EvaluateConfig,
-             seed: int) -> Scores:
-    """FID and KID of a feature set against the reference features."""
-    kid_mean, kid_std = kernel_inception_distance(
-        features, reference, config.kid_subsets, config.kid_subset_size, seed)
-    return {"fid": fid_from_features(features, reference), "kid_mean": kid_mean,
-            "kid_std": kid_std}
-
-
-def _classify(extractor: DomainClassifier, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Features and probabilities of uint8 images, ``_BATCH`` at a time."""
-    parts = [extractor(to_float(images[i:i + _BATCH], True))
-             for i in range(0, len(images), _BATCH)]
-    return np.concatenate([f for f, _ in parts]), np.concatenate([p for _, p in parts])
-
-
 def _classifier_metrics(extractor: DomainClassifier, generated: np.ndarray, real: RealSets,
                         config: EvaluateConfig, seed: int, plots_dir: Path) -> dict[str, Any]:
     """Domain-classifier metrics; also writes ``class_histogram.csv`` (class fractions)."""
-    if extractor.shape != real.reference.shape[1:]:
-        raise ValueError(f"the domain classifier was trained on {list(extractor.shape)} "
-                         f"samples, not {list(real.reference.shape[1:])}; re-run its stage")
+    scorer = ClassifierScorer.build(extractor, real.reference, real.reference_labels, config,
+                                    seed)
+    generated_outputs = scorer.outputs(generated)
+    metrics = _paired(scorer.scores, generated_outputs, scorer.outputs(real.floor))
     k = extractor.num_classes
-    ref_features, _ = _classify(extractor, real.reference)
-
-    def score(outputs: tuple[np.ndarray, np.ndarray]) -> Scores:
-        features, probs = outputs
-        labels = probs.argmax(axis=1)
-        precision, recall = precision_recall(ref_features, features, k=config.pr_k)
-        return {**_fid_kid(features, ref_features, config, seed),
-                "precision": precision, "recall": recall,
-                "classifier_score": classifier_score(probs),
-                "mode_coverage": mode_coverage(labels, k),
-                "class_kl": class_histogram_kl(labels, real.reference_labels, k)}
-
-    generated_outputs = _classify(extractor, generated)
-    metrics = _paired(score, generated_outputs, _classify(extractor, real.floor))
     fractions = [np.bincount(y, minlength=k) / len(y)
                  for y in (real.reference_labels, generated_outputs[1].argmax(axis=1))]
     _write_csv(plots_dir / "class_histogram.csv", ["class", "real", "generated"],
@@ -222,7 +158,7 @@ def _inception_metrics(generated: np.ndarray, real: RealSets, config: EvaluateCo
 
         def score(images: np.ndarray) -> Scores:
             features, probs = extractor.features_and_probs(images)
-            return {**_fid_kid(features, ref_features, config, seed),
+            return {**fid_kid(features, ref_features, config, seed),
                     "is": classifier_score(probs)}
 
         metrics = _paired(score, generated, real.floor)
@@ -235,13 +171,7 @@ def _inception_metrics(generated: np.ndarray, real: RealSets, config: EvaluateCo
 def _swd_metrics(generated: np.ndarray, real: RealSets, config: EvaluateConfig, seed: int,
                  plots_dir: Path) -> dict[str, Any]:
     """SWD per pyramid level on equal-size sets; also writes ``swd_levels.csv``."""
-    m = min(len(generated), len(real.reference))
-
-    def score(images: np.ndarray) -> Scores:
-        return sliced_wasserstein_distance(images[:m], real.reference[:m],
-                                           patches_per_image=config.swd_patches, seed=seed)
-
-    metrics = _paired(score, generated, real.floor)
+    metrics = _paired(SwdScorer(real.reference, config.swd_patches, seed), generated, real.floor)
     _write_csv(plots_dir / "swd_levels.csv", ["level", "generated", "floor"],
                [[level, s["value"], s["floor"]] for level, s in metrics.items()])
     return metrics
@@ -249,21 +179,13 @@ def _swd_metrics(generated: np.ndarray, real: RealSets, config: EvaluateConfig, 
 
 def _mask_metrics(generated: np.ndarray, real: RealSets, plots_dir: Path) -> dict[str, Any]:
     """Validity and length-distribution metrics; also writes ``lengths.csv`` (fractions)."""
-    ref_lengths = mask_lengths(real.reference)
-
-    def score(masks: np.ndarray) -> Scores:
-        lengths = mask_lengths(masks)
-        return {"validity_rate": validity_rate(masks),
-                "length_w1": length_wasserstein(ref_lengths, lengths),
-                "length_ks": length_ks(ref_lengths, lengths),
-                "histogram_coverage": histogram_coverage(ref_lengths, lengths)}
-
+    scorer = MaskScorer.build(real.reference)
     bins = length_bins(real.reference.shape[1])
     counts = [np.histogram(lengths, bins)[0] / len(lengths)
-              for lengths in (ref_lengths, mask_lengths(generated))]
+              for lengths in (scorer.reference_lengths, mask_lengths(generated))]
     _write_csv(plots_dir / "lengths.csv", ["length", "real", "generated"],
                [[int(lo), float(r), float(g)] for lo, r, g in zip(bins[:-1], *counts, strict=True)])
-    return _paired(score, generated, real.floor)
+    return _paired(scorer, generated, real.floor)
 
 
 def evaluate(prepared_dir: str | Path, samples_dir: str | Path, classifier_dir: str | Path,

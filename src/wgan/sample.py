@@ -24,11 +24,12 @@ import numpy as np
 
 from wgan.config import SampleConfig
 from wgan.files import atomic_path
+from wgan.generation import generate
 from wgan.model_files import load_model
-from wgan.prepared.format import read_meta, to_uint8
+from wgan.prepared.format import read_meta
 from wgan.visualize import sample_grid, save_png
 
-__all__ = ["generate", "load_generator", "write_samples"]
+__all__ = ["load_generator", "write_samples"]
 
 
 def load_generator(path: str | Path) -> keras.Model:
@@ -44,20 +45,6 @@ def load_generator(path: str | Path) -> keras.Model:
         raise ValueError(f"{path} takes inputs of shape {shape}, not a batch of noise vectors "
                          "[None, z]; re-run `dvc repro train`")
     return generator
-
-
-def generate(generator: keras.Model, n: int, batch: int, seed: int, is_image: bool) -> np.ndarray:
-    """``n`` uint8 samples in the prepared layout, ``batch`` generator calls at a time."""
-    z_dim = generator.input_shape[-1]
-    rng = np.random.default_rng(seed)
-    out = None
-    for start in range(0, n, batch):
-        z = rng.standard_normal((min(batch, n - start), z_dim), dtype=np.float32)
-        x = to_uint8(keras.ops.convert_to_numpy(generator(z, training=False)), is_image)
-        if out is None:
-            out = np.empty((n, *x.shape[1:]), np.uint8)
-        out[start:start + len(x)] = x
-    return out
 
 
 def write_samples(generator_path: str | Path, prepared_dir: str | Path, samples_dir: str | Path,

@@ -35,6 +35,7 @@ from wgan.files import write_json
 from wgan.metrics.masks import is_valid_mask
 from wgan.model_files import save_model
 from wgan.models import resolve_model
+from wgan.monitor import Evaluations, build_monitor, no_evaluations
 from wgan.prepared.format import PreparedMeta, read_meta, to_uint8
 from wgan.prepared.read import training_stream
 from wgan.training_log import ProgressGrids, TrainingLog
@@ -50,12 +51,13 @@ def _say(message: str) -> None:
 
 @dataclass(frozen=True)
 class TrainOutputs:
-    models: Path  # generator.keras, critic.keras, train_config.json
+    models: Path  # generator.keras, generator_best.keras, critic.keras, train_config.json
     checkpoints: Path  # checkpoints, and the run's progress grids (grids/)
     metrics: Path  # train.json
     curves: Path  # per-step TSV (DVC plots)
     logs: Path  # TensorBoard
     progress: Path  # fixed-noise grids and progress.gif
+    eval_curves: Path  # the evaluations during training (TSV, DVC plots)
 
     @classmethod
     def under(cls, root: str | Path) -> TrainOutputs:
@@ -63,15 +65,20 @@ class TrainOutputs:
         root = Path(root)
         return cls(root / "models", root / "models/checkpoints", root / "metrics/train.json",
                    root / "metrics/train_curves.tsv", root / "logs/train",
-                   root / "reports/train")
+                   root / "reports/train", root / "metrics/eval_curves.tsv")
 
     def for_this_worker(self) -> TrainOutputs:
         """Non-chief workers of a cluster write to a throwaway directory."""
         return self if is_chief() else TrainOutputs.under(tempfile.mkdtemp(prefix="wgan-worker-"))
 
 
-def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
-    """Train ``params.train.variant`` on the prepared data; write models, metrics and logs."""
+def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
+          classifier_dir: str | Path | None = None) -> dict:
+    """Train ``params.train.variant`` on the prepared data; write models, metrics and logs.
+
+    ``classifier_dir``: the domain classifier that scores the evaluations during training
+    (``train.eval_every``); without one, images are scored by SWD alone.
+    """
     cfg = resolve_train(params.train)
     # -- distribution first: a multi-worker strategy must exist before any TensorFlow op.
     strategy = make_strategy(cfg.strategy)
@@ -99,6 +106,11 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     log = TrainingLog(out.curves, out.logs / f"{cfg.variant}-{run_id[:8]}", resume_at=start,
                       chief=is_chief())
     fixed_z = tf.random.stateless_normal([100, run.z_dim], seed=[params.seed, 7])
+    evaluations = None
+    if cfg.eval_every is not None:
+        monitor = build_monitor(prepared_dir, classifier_dir, meta, cfg.eval_n, params.seed)
+        evaluations = Evaluations(monitor, out.eval_curves, run.best, cfg.target_ratio, start,
+                                  write=is_chief())
 
     def fixed_samples() -> np.ndarray:
         return to_uint8(run.sampler(fixed_z, training=False).numpy(), meta.is_image)
@@ -114,9 +126,10 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
 
     # -- loop ---------------------------------------------------------------------------
     t0, seconds0 = time.perf_counter(), float(run.train_seconds.numpy())
+    eval_seconds = 0.0  # not training time
 
     def elapsed() -> float:
-        return seconds0 + time.perf_counter() - t0
+        return seconds0 + time.perf_counter() - t0 - eval_seconds
 
     stopped_early = False
     bar = tqdm(total=cfg.steps, initial=start, unit="step", disable=not is_chief(),
@@ -130,6 +143,8 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
             bar.set_postfix(log.last_summary(), refresh=False)
         if (s + 1) % cfg.sample_every == 0 or done:
             log.image(s + 1, grids.draw(s + 1, fixed_samples()))
+        if evaluations and ((s + 1) % cfg.eval_every == 0 or done):
+            eval_seconds += evaluations.run(s + 1, elapsed(), run.sampler, log)
         if (s + 1) % cfg.checkpoint_every == 0 or done:
             save_checkpoint(s + 1)
         if cfg.stop_when_valid and not meta.is_image and (s + 1) % cfg.check_every == 0:
@@ -146,7 +161,8 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs) -> dict:
     # -- save -----------------------------------------------------------------------------
     _save_models(run, params, meta, out)
     grids.publish(out.progress)
-    summary = _summary(run, cfg.variant, log.last_values(), wall, stopped_early)
+    summary = {**_summary(run, cfg.variant, log.last_values(), wall, stopped_early),
+               **(evaluations.summary(params.health) if evaluations else no_evaluations())}
     write_json(out.metrics, summary)
     log.close()
     if not is_chief():
@@ -177,6 +193,9 @@ def _save_models(run: TrainingSetup, params: Params, meta: PreparedMeta,
     """generator.keras (the sampler), critic.keras and the resolved config that made them."""
     out.models.mkdir(parents=True, exist_ok=True)
     save_model(with_stock_layers(run.sampler), out.models / "generator.keras")
+    # Without an evaluation there is no best: the final generator stands in for it.
+    best = run.best.generator if int(run.best.step.numpy()) >= 0 else run.sampler
+    save_model(with_stock_layers(best), out.models / "generator_best.keras")
     save_model(with_stock_layers(run.critic), out.models / "critic.keras")
     resolved = {**to_dict(params), "model": to_dict(resolve_model(params.model, meta.shape)),
                 "train": to_dict(resolve_train(params.train)),

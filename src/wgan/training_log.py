@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from wgan.visualize import sample_grid, save_gif, save_png
 
-__all__ = ["TrainingLog", "ProgressGrids", "CURVE_COLUMNS"]
+__all__ = ["TrainingLog", "ProgressGrids", "CurveFile", "CURVE_COLUMNS"]
 
 CURVE_COLUMNS = ("step", "critic_loss", "generator_loss", "wasserstein", "penalty",
                  "grad_norm", "lr")
@@ -45,29 +45,51 @@ def _scalar_writer(writer):
     return write
 
 
+class CurveFile:
+    """A TSV of rows keyed by step (DVC plots read it), kept across a resumed run.
+
+    Opening it at ``resume_at`` keeps the rows up to that step, the run's last checkpoint:
+    rows a killed run wrote after it are redrawn by the resumed run.
+    """
+
+    def __init__(self, path: Path, columns: tuple[str, ...], resume_at: int,
+                 write: bool = True) -> None:
+        self.path, self.columns, self.write = Path(path), columns, write
+        self.rows: list[dict[str, float]] = []
+        if resume_at > 0 and self.path.is_file():
+            lines = self.path.read_text().splitlines()
+            header = lines[0].split("\t") if lines else []
+            if tuple(header) == columns:  # other columns: another configuration's file
+                self.rows = [dict(zip(columns, map(float, line.split("\t")), strict=True))
+                             for line in lines[1:] if int(line.split("\t")[0]) <= resume_at]
+        if write:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("\t".join(columns) + "\n")
+            self._write(self.rows)
+
+    def append(self, rows: list[dict[str, float]]) -> None:
+        self.rows += rows
+        if self.write:
+            self._write(rows)
+
+    def _write(self, rows: list[dict[str, float]]) -> None:
+        with self.path.open("a") as f:
+            f.writelines("\t".join([str(int(row["step"]))] + [f"{row[c]:.6g}" for c in
+                                                             self.columns[1:]]) + "\n"
+                         for row in rows)
+
+
 class TrainingLog:
     def __init__(self, curves: Path, logdir: Path, resume_at: int = 0, chief: bool = True):
-        self.curves = Path(curves)
+        self.curves = CurveFile(curves, CURVE_COLUMNS, resume_at, write=chief)
         self.pending: list[tuple[int, dict]] = []
-        self.last: dict[str, float] = {}
+        # a run resumed at its last step appends nothing but still reports these
+        self.last: dict[str, float] = dict(self.curves.rows[-1]) if self.curves.rows else {}
         self.chief = chief
-        self._keep_rows_up_to(resume_at)
         if chief and resume_at == 0:  # a fresh start replaces the run's old events
             shutil.rmtree(logdir, ignore_errors=True)
         self.writer = tf.summary.create_file_writer(str(logdir)) if chief else None
         self._scalars = _scalar_writer(self.writer) if chief else None
-
-    def _keep_rows_up_to(self, step: int) -> None:
-        """On resume, drop rows a killed run wrote after its last checkpoint."""
-        rows = []
-        if step > 0 and self.curves.is_file():
-            rows = [r for r in self.curves.read_text().splitlines()[1:]
-                    if int(r.split("\t")[0]) <= step]
-        self.curves.parent.mkdir(parents=True, exist_ok=True)
-        self.curves.write_text("\t".join(CURVE_COLUMNS) + "\n" + "".join(r + "\n" for r in rows))
-        if rows:  # a run resumed at its last step appends nothing but still reports these
-            values = rows[-1].split("\t")[1:]
-            self.last = {k: float(v) for k, v in zip(CURVE_COLUMNS[1:], values, strict=True)}
 
     def append(self, step: int, metrics: dict) -> None:
         self.pending.append((step, metrics))
@@ -75,22 +97,28 @@ class TrainingLog:
     def flush(self) -> tuple[int, str, float] | None:
         """Write pending rows up to the first non-finite value; return (step, name, value)
         of that value, or None."""
-        steps, rows, bad = [], [], None
+        rows, bad = [], None
         for step, metrics in self.pending:
             values = {k: float(np.asarray(v)) for k, v in metrics.items()}
             bad = next(((step, k, v) for k, v in values.items() if not math.isfinite(v)), None)
             if bad:
                 break
             self.last = {"step": step, **values}
-            steps.append(step)
-            rows.append([values[c] for c in CURVE_COLUMNS[1:]])
+            rows.append(self.last)
         self.pending = []
+        self.curves.append(rows)
         if self.chief and rows:
-            with self.curves.open("a") as f:
-                f.writelines("\t".join([str(step)] + [f"{v:.6g}" for v in row]) + "\n"
-                             for step, row in zip(steps, rows, strict=True))
-            self._scalars(tf.constant(steps, tf.int64), tf.constant(rows, tf.float32))
+            self._scalars(tf.constant([r["step"] for r in rows], tf.int64),
+                          tf.constant([[r[c] for c in CURVE_COLUMNS[1:]] for r in rows],
+                                      tf.float32))
         return bad
+
+    def scalars(self, step: int, values: dict[str, float], prefix: str) -> None:
+        """Occasional scalars (the evaluations during training) as ``<prefix>/<name>``."""
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                for name, value in values.items():
+                    tf.summary.scalar(f"{prefix}/{name}", value)
 
     def image(self, step: int, grid: np.ndarray) -> None:
         if self.writer is not None:

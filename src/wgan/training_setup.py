@@ -18,7 +18,8 @@ from wgan.config import ModelConfig, TrainConfig
 from wgan.models import build_models, latent_dim
 from wgan.steps import TrainSteps, compiles_with_xla, make_train_steps
 
-__all__ = ["TrainingSetup", "build_training", "critic_iterations", "make_optimizer"]
+__all__ = ["BestSoFar", "TrainingSetup", "build_training", "critic_iterations",
+           "make_optimizer"]
 
 
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
@@ -48,6 +49,44 @@ def critic_iterations(step: int, n_critic: int, warmup: bool) -> int:
 
 
 @dataclass
+class BestSoFar:
+    """What the evaluations during training found so far; checkpointed, so a resumed run
+    keeps it. Steps are -1 and values NaN until there is one."""
+
+    generator: keras.Model  # the sampler's weights at the best primary metric
+    value: tf.Variable
+    step: tf.Variable
+    seconds: tf.Variable  # training seconds at the best
+    target_step: tf.Variable  # first evaluation within train.target_ratio of the floor
+    target_seconds: tf.Variable
+
+    @classmethod
+    def create(cls, generator: keras.Model) -> BestSoFar:
+        def var(value, dtype, name):
+            return tf.Variable(value, dtype=dtype, trainable=False, name=name)
+
+        nan = float("nan")
+        return cls(generator, var(nan, tf.float64, "best_value"), var(-1, tf.int64, "best_step"),
+                   var(nan, tf.float64, "best_seconds"), var(-1, tf.int64, "target_step"),
+                   var(nan, tf.float64, "target_seconds"))
+
+    def checkpointed(self) -> dict[str, object]:
+        return {f"best_{k}": v for k, v in vars(self).items()}
+
+    def record(self, step: int, seconds: float, value: float, sampler: keras.Model) -> None:
+        """A new best: its value, when, and the sampler's weights."""
+        self.value.assign(value)
+        self.step.assign(step)
+        self.seconds.assign(seconds)
+        self.generator.set_weights(sampler.get_weights())
+
+    def reach_target(self, step: int, seconds: float) -> None:
+        if int(self.target_step.numpy()) < 0:
+            self.target_step.assign(step)
+            self.target_seconds.assign(seconds)
+
+
+@dataclass
 class TrainingSetup:
     """The objects of one training run; :meth:`checkpointed` is what a checkpoint holds."""
 
@@ -60,6 +99,7 @@ class TrainingSetup:
     step: tf.Variable  # generator iterations done
     examples_seen: tf.Variable  # real examples consumed, over all input pipelines
     train_seconds: tf.Variable  # training time up to the last checkpoint
+    best: BestSoFar
     steps: TrainSteps
     z_dim: int
 
@@ -74,7 +114,7 @@ class TrainingSetup:
                        train_seconds=self.train_seconds)
         if self.ema_generator is not None:
             tracked["ema_generator"] = self.ema_generator
-        return tracked
+        return {**tracked, **self.best.checkpointed()}
 
     def variables(self) -> list[tf.Variable]:
         """Every variable a checkpoint holds: models' weights, optimizer state, counters."""
@@ -113,8 +153,9 @@ def build_training(model: ModelConfig, train: TrainConfig, shape: tuple[int, ...
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         examples_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples_seen")
         seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
+        best = BestSoFar.create(build_models(model, shape)[0])
     z_dim = latent_dim(model, shape)
     steps = make_train_steps(strategy, generator, critic, g_opt, c_opt, train, z_dim,
                              ema=ema_generator.weights if ema_generator else None)
     return TrainingSetup(strategy, generator, critic, g_opt, c_opt, ema_generator, step,
-                         examples_seen, seconds, steps, z_dim)
+                         examples_seen, seconds, best, steps, z_dim)
