@@ -211,8 +211,8 @@ def _workdir(tmp_path: Path, **params) -> Path:
 def test_sample_stage_reports_a_bad_generator_in_one_line(tmp_path, case):
     work = _workdir(tmp_path, sample={"n": 10, "batch": 10, "grid": 2})
     generator = BAD_MODELS[case][0](_generator(work / "generator.keras"))
-    line = _one_line(_stage(work, "sample.py", str(generator), "data/prepared/mnist",
-                            "samples", "reports/sample"))
+    line = _one_line(_stage(work, "sample.py", str(generator), str(generator),
+                            "data/prepared/mnist", "samples", "reports/sample"))
     assert line.startswith(f"error: {generator} ") and line.endswith("re-run `dvc repro train`")
     assert not (work / "samples").exists()
 
@@ -235,8 +235,9 @@ def test_train_stage_refuses_a_meta_json_whose_shape_the_shards_contradict(tmp_p
     work = _workdir(tmp_path, train=TINY_TRAIN, model=TINY_MODEL)
     meta_json = work / "data/prepared/mnist/meta.json"
     meta_json.write_text(json.dumps({**json.loads(meta_json.read_text()), "shape": [784]}))
-    done = _stage(work, "train.py", "data/prepared/mnist", "models", "models/checkpoints",
-                  "metrics/train.json", "metrics/train_curves.tsv", "logs/train", "reports/train")
+    done = _stage(work, "train.py", "data/prepared/mnist", "models/classifier", "models",
+                  "models/checkpoints", "metrics/train.json", "metrics/train_curves.tsv",
+                  "logs/train", "reports/train", "metrics/eval_curves.tsv")
     line = _one_line(done)
     assert re.fullmatch(r"error: data/prepared/mnist/train-00000-of-00002.tfrecord.gz: its first "
                         r"sample holds values up to 255, but meta.json's shape \[784\] is a "
@@ -268,7 +269,8 @@ def test_a_killed_sample_leaves_no_samples_file_and_evaluate_says_so_in_one_line
                               "swd_patches": 2})
     generator = _generator(work / "generator.keras")
     proc = subprocess.Popen([sys.executable, str(ROOT / "stages/sample.py"), str(generator),
-                             "data/prepared/mnist", "samples", "reports/sample"], cwd=work,
+                             str(generator), "data/prepared/mnist", "samples", "reports/sample"],
+                            cwd=work,
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _kill_once_writing(proc, work)
     assert not (work / "samples/samples.npz").exists()
