@@ -5,7 +5,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from wgan.cli import run_stage
+from wgan.cli import run_stage, thread_env
 from wgan.config import ParamsError
 
 
@@ -77,3 +77,18 @@ def test_ctrl_c_exits_130_quietly_and_a_traceback_is_shown_on_demand(monkeypatch
 
 def test_wrong_argv_prints_the_usage(monkeypatch):
     assert _exit_of(_raising(AssertionError()), monkeypatch, ()).code == "usage: stage.py ARG"
+
+
+@pytest.mark.parametrize(("environ", "cpus", "expected"), [
+    ({}, 8, {}),
+    ({"WGAN_JOBS": "2"}, 8, {"TF_NUM_INTRAOP_THREADS": "4", "TF_NUM_INTEROP_THREADS": "4"}),
+    ({"WGAN_JOBS": "4"}, 2, {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}),
+    ({"WGAN_JOBS": "2", "TF_NUM_INTRAOP_THREADS": "3"}, 8, {"TF_NUM_INTEROP_THREADS": "4"}),
+])
+def test_experiments_sharing_the_machine_split_its_cores(environ, cpus, expected):
+    assert thread_env(environ, cpus) == expected
+
+
+def test_a_bad_wgan_jobs_is_one_clear_error():
+    with pytest.raises(ValueError, match="WGAN_JOBS: 'two' is not a positive integer"):
+        thread_env({"WGAN_JOBS": "two"}, 2)

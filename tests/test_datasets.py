@@ -34,6 +34,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
+from wgan.cli import usable_cpus
 from wgan.config import FILTERS, DataConfig, parse_params
 from wgan.datasets import (
     cifar10,
@@ -45,7 +46,7 @@ from wgan.datasets import (
     prepared_params,
 )
 from wgan.datasets.download import fetch
-from wgan.datasets.images import center_crop_box, usable_cpus
+from wgan.datasets.images import center_crop_box
 from wgan.datasets.safe_pickle import UnsafePickleError, load_pickle
 from wgan.files import sha256_file
 from wgan.prepared.format import read_meta

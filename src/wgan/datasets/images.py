@@ -50,12 +50,13 @@ import numpy as np
 import simplejpeg
 from PIL import ExifTags, Image
 
+from wgan.cli import usable_cpus
 from wgan.config import DataConfig, ImageFolderConfig
 from wgan.datasets.untrusted import RefusedFile, inside, kind, open_regular, read_capped
 from wgan.prepared.format import Example
 from wgan.prepared.write import ParallelSplit, Source
 
-__all__ = ["MAX_FILE_BYTES", "MAX_PIXELS", "center_crop_box", "load", "usable_cpus"]
+__all__ = ["MAX_FILE_BYTES", "MAX_PIXELS", "center_crop_box", "load"]
 
 # The largest image file or zip member read, in bytes. CelebA's JPEGs are ~10 KB and a
 # phone's photo a few MB; a worker holds the file, so this bounds its memory too.
@@ -96,14 +97,6 @@ class _Recipe:
     size: int
     resample: Image.Resampling
     links: dict[str, str] = field(default_factory=dict)  # link name -> its target, in root
-
-
-def usable_cpus() -> int:
-    """The cores this process may run on: its affinity mask (a SLURM or taskset
-    allocation), not every core of the machine, which ``os.cpu_count`` reports."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def center_crop_box(w: int, h: int, c: int) -> tuple[int, int, int, int]:
