@@ -10,7 +10,7 @@ from wgan.config import load_params  # noqa: E402
 from wgan.train import TrainOutputs, train  # noqa: E402
 
 USAGE = ("python stages/train.py PREPARED_DIR CLASSIFIER_DIR MODELS_DIR CHECKPOINTS_DIR "
-         "METRICS_JSON CURVES_TSV LOGS_DIR PROGRESS_DIR EVAL_CURVES_TSV")
+         "METRICS_JSON CURVES_TSV LOGS_DIR PROGRESS_DIR EVAL_CURVES_TSV LIVE_DIR")
 
 
 def main(argv: list[str]) -> None:
@@ -21,4 +21,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, USAGE, 9)
+    run_stage(main, USAGE, 10)

@@ -1,6 +1,7 @@
 """Evaluation during training: curves, the best checkpoint, the target, and agreement with
 the evaluate stage on the same samples."""
 
+import json
 import subprocess
 import sys
 
@@ -59,6 +60,9 @@ def test_evaluations_write_a_curve_and_keep_the_best_generator(tmp_path, labelle
     assert summary["final_fid"] == pytest.approx(rows[-1]["fid"], rel=1e-5)
     assert summary["best_train_seconds"] == pytest.approx(best["train_seconds"], rel=1e-5)
     assert summary["target_step"] == 2  # the first evaluation, with this generous ratio
+    # DVCLive holds the latest evaluation (what `dvc exp show` shows of a running run).
+    live = json.loads((out.live / "metrics.json").read_text())
+    assert live["step"] == 6 and live["eval"]["fid"] == pytest.approx(rows[-1]["fid"], rel=1e-5)
     # generator_best.keras is the generator at the best evaluation: scored again, it gives
     # that evaluation's FID.
     monitor = build_monitor(prepared, classifier, read_meta(prepared), 40, 0)

@@ -60,6 +60,11 @@ def test_dvc_repro_then_experiment_reruns_only_what_changed(repo):
     for key in ("fid", "kid", "precision", "recall", "mode_coverage", "swd"):
         assert key in json.dumps(metrics), key
     assert (repo / "data/prepared/mnist/meta.json").is_file()
+    # The evaluation during training (at the end of these 4 steps) reaches DVC's metrics.
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], repo))
+    assert "fid" in json.dumps(shown) and "dvclive/train/metrics.json" in json.dumps(shown)
+    train_metrics = json.loads((repo / "metrics/train.json").read_text())
+    assert train_metrics["best_step"] == 4 and train_metrics["health"] is not None
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-qm", "baseline run"], repo)
 

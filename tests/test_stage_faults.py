@@ -237,7 +237,7 @@ def test_train_stage_refuses_a_meta_json_whose_shape_the_shards_contradict(tmp_p
     meta_json.write_text(json.dumps({**json.loads(meta_json.read_text()), "shape": [784]}))
     done = _stage(work, "train.py", "data/prepared/mnist", "models/classifier", "models",
                   "models/checkpoints", "metrics/train.json", "metrics/train_curves.tsv",
-                  "logs/train", "reports/train", "metrics/eval_curves.tsv")
+                  "logs/train", "reports/train", "metrics/eval_curves.tsv", "dvclive/train")
     line = _one_line(done)
     assert re.fullmatch(r"error: data/prepared/mnist/train-00000-of-00002.tfrecord.gz: its first "
                         r"sample holds values up to 255, but meta.json's shape \[784\] is a "

@@ -12,6 +12,9 @@ the time to target:
   (lower is better);
 * masks: ``validity_rate`` (higher is better).
 
+Each row's values also go to DVCLive (``dvclive/train/metrics.json``), so ``dvc exp
+show`` shows a running experiment's latest values and DVC Studio can follow it.
+
 Its *floor* is the same score of a real train subset of the same size: what a perfect
 generator would reach at this ``n``. KID is left out here: its subsets would cost more
 than all the other metrics together (``evaluate`` reports it).
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from dvclive import Live
 
 from wgan.classifier import load_feature_extractor
 from wgan.config import EvaluateConfig
@@ -123,10 +127,13 @@ class Evaluations:
     and the first time the target was reached (both kept in the checkpoint)."""
 
     def __init__(self, monitor: Monitor, curves: Path, best: BestSoFar, target_ratio: float,
-                 resume_at: int, write: bool) -> None:
+                 resume_at: int, live: Live | None) -> None:
+        """``live``: the run's DVCLive logger (None on the non-chief workers of a cluster,
+        which write nothing)."""
         self.monitor, self.best, self.target_ratio = monitor, best, target_ratio
         columns = ("step", "train_seconds", "eval_seconds", *monitor.columns)
-        self.curves = CurveFile(curves, columns, resume_at, write)
+        self.curves = CurveFile(curves, columns, resume_at, write=live is not None)
+        self.live = live
 
     def run(self, step: int, train_seconds: float, sampler: keras.Model,
             log: TrainingLog) -> float:
@@ -137,6 +144,11 @@ class Evaluations:
         self.curves.append([{"step": step, "train_seconds": train_seconds,
                              "eval_seconds": seconds, **scores}])
         log.scalars(step, scores, "eval")
+        if self.live is not None:
+            self.live.step = step
+            for name, value in {"train_seconds": train_seconds, **scores}.items():
+                self.live.log_metric(f"eval/{name}", value, plot=False)  # the TSV plots them
+            self.live.next_step()
         value = scores[self.monitor.primary]
         if self.monitor.better(value, float(self.best.value.numpy())):
             self.best.record(step, train_seconds, value, sampler)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from dvclive import Live
 from tqdm import tqdm
 
 from wgan.block_conv import with_stock_layers
@@ -58,6 +59,7 @@ class TrainOutputs:
     logs: Path  # TensorBoard
     progress: Path  # fixed-noise grids and progress.gif
     eval_curves: Path  # the evaluations during training (TSV, DVC plots)
+    live: Path  # DVCLive's directory: the latest evaluation (metrics.json)
 
     @classmethod
     def under(cls, root: str | Path) -> TrainOutputs:
@@ -65,7 +67,8 @@ class TrainOutputs:
         root = Path(root)
         return cls(root / "models", root / "models/checkpoints", root / "metrics/train.json",
                    root / "metrics/train_curves.tsv", root / "logs/train",
-                   root / "reports/train", root / "metrics/eval_curves.tsv")
+                   root / "reports/train", root / "metrics/eval_curves.tsv",
+                   root / "dvclive/train")
 
     def for_this_worker(self) -> TrainOutputs:
         """Non-chief workers of a cluster write to a throwaway directory."""
@@ -106,11 +109,14 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
     log = TrainingLog(out.curves, out.logs / f"{cfg.variant}-{run_id[:8]}", resume_at=start,
                       chief=is_chief())
     fixed_z = tf.random.stateless_normal([100, run.z_dim], seed=[params.seed, 7])
+    # DVCLive: the latest evaluation of a running experiment, for `dvc exp show`.
+    live = (Live(str(out.live), resume=start > 0, save_dvc_exp=False, dvcyaml=False)
+            if is_chief() else None)
     evaluations = None
     if cfg.eval_every is not None:
         monitor = build_monitor(prepared_dir, classifier_dir, meta, cfg.eval_n, params.seed)
         evaluations = Evaluations(monitor, out.eval_curves, run.best, cfg.target_ratio, start,
-                                  write=is_chief())
+                                  live)
 
     def fixed_samples() -> np.ndarray:
         return to_uint8(run.sampler(fixed_z, training=False).numpy(), meta.is_image)
@@ -165,6 +171,8 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
                **(evaluations.summary(params.health) if evaluations else no_evaluations())}
     write_json(out.metrics, summary)
     log.close()
+    if live is not None:
+        live.end()
     if not is_chief():
         shutil.rmtree(out.models.parent, ignore_errors=True)
     return summary
