@@ -33,7 +33,7 @@ import numpy as np
 from dvclive import Live
 
 from wgan.classifier import load_feature_extractor
-from wgan.config import EvaluateConfig
+from wgan.config import EvaluateConfig, TrainConfig
 from wgan.generation import generate
 from wgan.health import HealthThresholds, run_health
 from wgan.prepared.format import PreparedMeta
@@ -41,7 +41,7 @@ from wgan.scoring import ClassifierScorer, MaskScorer, Scores, SwdScorer, real_s
 from wgan.training_log import CurveFile, TrainingLog
 from wgan.training_setup import BestSoFar
 
-__all__ = ["Monitor", "Evaluations", "build_monitor", "no_evaluations"]
+__all__ = ["Monitor", "Evaluations", "build_monitor", "start_evaluations"]
 
 _SAMPLE_BATCH = 500
 
@@ -123,17 +123,25 @@ class _SwdAverage:
 
 
 class Evaluations:
-    """The evaluations of one run: their curve file, TensorBoard scalars, the best so far
-    and the first time the target was reached (both kept in the checkpoint)."""
+    """The evaluations of one run: their curve file, TensorBoard scalars and DVCLive
+    values, the best so far and the first time the target was reached (both kept in the
+    checkpoint). Without a monitor (``train.eval_every: null``) it only writes DVCLive's
+    (empty) metrics file, an output of the stage either way."""
 
-    def __init__(self, monitor: Monitor, curves: Path, best: BestSoFar, target_ratio: float,
-                 resume_at: int, live: Live | None) -> None:
-        """``live``: the run's DVCLive logger (None on the non-chief workers of a cluster,
-        which write nothing)."""
-        self.monitor, self.best, self.target_ratio = monitor, best, target_ratio
-        columns = ("step", "train_seconds", "eval_seconds", *monitor.columns)
-        self.curves = CurveFile(curves, columns, resume_at, write=live is not None)
-        self.live = live
+    def __init__(self, monitor: Monitor | None, every: int | None, curves: Path,
+                 best: BestSoFar, target_ratio: float, resume_at: int,
+                 live_dir: Path | None) -> None:
+        """``live_dir`` is None on the non-chief workers of a cluster, which write nothing."""
+        self.monitor, self.every, self.best, self.target_ratio = monitor, every, best, target_ratio
+        columns = ("step", "train_seconds", "eval_seconds", *(monitor.columns if monitor else ()))
+        self.curves = CurveFile(curves, columns, resume_at,
+                                write=live_dir is not None and monitor is not None)
+        self.live = None if live_dir is None else Live(
+            str(live_dir), resume=resume_at > 0, save_dvc_exp=False, dvcyaml=False)
+
+    def due(self, step: int, last: bool) -> bool:
+        """Whether to evaluate after ``step`` (every ``train.eval_every`` and the last)."""
+        return self.monitor is not None and (step % self.every == 0 or last)
 
     def run(self, step: int, train_seconds: float, sampler: keras.Model,
             log: TrainingLog) -> float:
@@ -167,8 +175,18 @@ class Evaluations:
                           num_classes=self.monitor.num_classes,
                           final_recall=last.get("recall"), thresholds=thresholds)
 
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.end()
+
     def summary(self, thresholds: HealthThresholds) -> dict:
-        """The ``metrics/train.json`` keys of the evaluations (see :func:`no_evaluations`)."""
+        """The ``metrics/train.json`` keys of the evaluations: the primary metric's final,
+        best and floor values, when the best and the target came, and the run's health
+        (nulls without evaluations)."""
+        if self.monitor is None:
+            return {"primary_metric": None, "primary_lower_is_better": None,
+                    "best_step": None, "best_train_seconds": None, "target_step": None,
+                    "target_train_seconds": None, "eval_seconds": 0.0, "health": None}
         p, best = self.monitor.primary, self.best
         last = self.curves.rows[-1] if self.curves.rows else {}
         return {"primary_metric": p, "primary_lower_is_better": self.monitor.lower_is_better,
@@ -181,12 +199,15 @@ class Evaluations:
                 "health": self.health(thresholds)}
 
 
-def no_evaluations() -> dict:
-    """The keys of :meth:`Evaluations.summary` when evaluation during training is off
-    (``health`` is null: there is no curve to judge)."""
-    return {"primary_metric": None, "primary_lower_is_better": None, "best_step": None,
-            "best_train_seconds": None, "target_step": None, "target_train_seconds": None,
-            "eval_seconds": 0.0, "health": None}
+def start_evaluations(train: TrainConfig, prepared_dir: str | Path,
+                      classifier_dir: str | Path | None, meta: PreparedMeta, seed: int,
+                      best: BestSoFar, curves: Path, live_dir: Path | None,
+                      resume_at: int) -> Evaluations:
+    """The evaluations ``train`` asks for, their reference data read and featurised."""
+    monitor = (None if train.eval_every is None else
+               build_monitor(prepared_dir, classifier_dir, meta, train.eval_n, seed))
+    return Evaluations(monitor, train.eval_every, curves, best, train.target_ratio, resume_at,
+                       live_dir)
 
 
 def _or_none(variable) -> float | int | None:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from dvclive import Live
 from tqdm import tqdm
 
 from wgan.block_conv import with_stock_layers
@@ -36,7 +35,7 @@ from wgan.files import write_json
 from wgan.metrics.masks import is_valid_mask
 from wgan.model_files import save_model
 from wgan.models import resolve_model
-from wgan.monitor import Evaluations, build_monitor, no_evaluations
+from wgan.monitor import start_evaluations
 from wgan.prepared.format import PreparedMeta, read_meta, to_uint8
 from wgan.prepared.read import training_stream
 from wgan.training_log import ProgressGrids, TrainingLog
@@ -108,15 +107,10 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
     # One TensorBoard run per configuration, so experiments do not pile into one curve.
     log = TrainingLog(out.curves, out.logs / f"{cfg.variant}-{run_id[:8]}", resume_at=start,
                       chief=is_chief())
+    evaluations = start_evaluations(cfg, prepared_dir, classifier_dir, meta, params.seed,
+                                    run.best, out.eval_curves,
+                                    out.live if is_chief() else None, start)
     fixed_z = tf.random.stateless_normal([100, run.z_dim], seed=[params.seed, 7])
-    # DVCLive: the latest evaluation of a running experiment, for `dvc exp show`.
-    live = (Live(str(out.live), resume=start > 0, save_dvc_exp=False, dvcyaml=False)
-            if is_chief() else None)
-    evaluations = None
-    if cfg.eval_every is not None:
-        monitor = build_monitor(prepared_dir, classifier_dir, meta, cfg.eval_n, params.seed)
-        evaluations = Evaluations(monitor, out.eval_curves, run.best, cfg.target_ratio, start,
-                                  live)
 
     def fixed_samples() -> np.ndarray:
         return to_uint8(run.sampler(fixed_z, training=False).numpy(), meta.is_image)
@@ -149,7 +143,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
             bar.set_postfix(log.last_summary(), refresh=False)
         if (s + 1) % cfg.sample_every == 0 or done:
             log.image(s + 1, grids.draw(s + 1, fixed_samples()))
-        if evaluations and ((s + 1) % cfg.eval_every == 0 or done):
+        if evaluations.due(s + 1, done):
             eval_seconds += evaluations.run(s + 1, elapsed(), run.sampler, log)
         if (s + 1) % cfg.checkpoint_every == 0 or done:
             save_checkpoint(s + 1)
@@ -168,11 +162,10 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
     _save_models(run, params, meta, out)
     grids.publish(out.progress)
     summary = {**_summary(run, cfg.variant, log.last_values(), wall, stopped_early),
-               **(evaluations.summary(params.health) if evaluations else no_evaluations())}
+               **evaluations.summary(params.health)}
     write_json(out.metrics, summary)
     log.close()
-    if live is not None:
-        live.end()
+    evaluations.close()
     if not is_chief():
         shutil.rmtree(out.models.parent, ignore_errors=True)
     return summary
