@@ -31,6 +31,7 @@ from wgan.models import build_models
 from wgan.prepared.format import read_meta
 from wgan.prepared.write import Source, write_prepared
 from wgan.train import TrainOutputs, train
+from wgan.training_log import CurveFile
 from wgan.training_setup import critic_iterations
 
 STAGE = [sys.executable, str(ROOT / "stages/train.py"), "data/prepared/mnist",
@@ -446,3 +447,12 @@ def test_no_readable_checkpoint_or_a_garbled_stamp_starts_fresh(tmp_path, digits
     (out.checkpoints / "fingerprint.json").write_text("{not json")
     train(_params(steps=4), digits, out)
     assert f"{out.checkpoints / 'fingerprint.json'} is unreadable (" in capsys.readouterr().err
+
+
+def test_a_curve_line_torn_by_a_kill_is_dropped_on_resume(tmp_path):
+    # kill -9 during an append can leave half a row; the resumed run redraws it.
+    path = tmp_path / "curves.tsv"
+    path.write_text("step\tloss\n1\t0.5\n2\t0.25\n3\t0.")  # "3\t0.125\n" cut short
+    curves = CurveFile(path, ("step", "loss"), resume_at=4)
+    assert curves.rows == [{"step": 1.0, "loss": 0.5}, {"step": 2.0, "loss": 0.25}]
+    assert path.read_text() == "step\tloss\n1\t0.5\n2\t0.25\n"

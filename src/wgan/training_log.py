@@ -45,6 +45,15 @@ def _scalar_writer(writer):
     return write
 
 
+def _parsed(line: str, columns: tuple[str, ...]) -> dict[str, float] | None:
+    """A row of a curve file, or None for one that is not a row of these columns."""
+    values = line.split("\t")
+    try:
+        return dict(zip(columns, map(float, values), strict=True))
+    except ValueError:
+        return None
+
+
 class CurveFile:
     """A TSV of rows keyed by step (DVC plots read it), kept across a resumed run.
 
@@ -57,11 +66,13 @@ class CurveFile:
         self.path, self.columns, self.write = Path(path), columns, write
         self.rows: list[dict[str, float]] = []
         if resume_at > 0 and self.path.is_file():
-            lines = self.path.read_text().splitlines()
+            # Every row ends in a newline: text after the last one is a row a killed run
+            # left half-written (it may even parse, as a shorter number).
+            lines = self.path.read_text().split("\n")[:-1]
             header = lines[0].split("\t") if lines else []
             if tuple(header) == columns:  # other columns: another configuration's file
-                self.rows = [dict(zip(columns, map(float, line.split("\t")), strict=True))
-                             for line in lines[1:] if int(line.split("\t")[0]) <= resume_at]
+                rows = (_parsed(line, columns) for line in lines[1:])
+                self.rows = [r for r in rows if r is not None and r["step"] <= resume_at]
         if write:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text("\t".join(columns) + "\n")
