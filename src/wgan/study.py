@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
 
 from wgan.files import write_json
 
@@ -316,6 +317,8 @@ def curve_figure(groups: dict[str, list[Run]], x: str, by: str) -> Figure:
     values = np.concatenate([r.curve.value for r in runs if r.curve is not None])
     if lower_is_better and np.all(values[np.isfinite(values)] > 0):
         ax.set_yscale("log")
+        for axis_format in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis_format(FormatStrFormatter("%g"))  # 20, not 2×10¹
     ax.set_xlabel(X_AXES[x])
     ax.set_ylabel(f"{metric} ({'lower' if lower_is_better else 'higher'} is better)")
     ax.set_title(f"{metric} by {by}: one thin line per run, the median bold")
