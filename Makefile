@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install repro test bench lint clean
+.PHONY: install repro test bench lint study clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	python -m benchmarks.run
+
+# Summarise the repository's DVC experiments (docs/studies.md), e.g.
+# make study STUDY_ARGS="--by train.lambda"
+study: $(STAMP)
+	python -m wgan.study $(STUDY_ARGS)
 
 lint: $(STAMP)
 	ruff check src stages tests benchmarks
