@@ -286,7 +286,7 @@ def test_stage_scripts_run_end_to_end(digits, tmp_path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     prepared, generator = str(digits["prepared"]), str(digits["generator"])
     commands = [
-        ["sample.py", generator, prepared, "samples", "reports/sample"],
+        ["sample.py", generator, generator, prepared, "samples", "reports/sample"],
         ["classifier.py", prepared, "models/classifier", "metrics/classifier.json"],
         ["evaluate.py", prepared, "samples", "models/classifier", "metrics/eval.json",
          "metrics/eval_plots"],
