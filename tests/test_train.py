@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from conftest import (
 )
 from PIL import Image
 
-from wgan.checkpoints import NonFiniteLossError, fingerprint, first_non_finite
+from wgan.checkpoints import fingerprint, first_non_finite
 from wgan.config import parse_params
 from wgan.metrics.masks import is_valid_mask
 from wgan.models import build_models
@@ -324,11 +325,36 @@ def test_first_non_finite_names_the_weight():
 
 
 def test_non_finite_loss_stops_with_step_and_loss_named(tmp_path, digits):
+    """A loss that overflows at once: the run ends diverged with the initial weights (its
+    step-0 checkpoint); nothing non-finite is checkpointed."""
     out = TrainOutputs.under(tmp_path)
-    with pytest.raises(NonFiniteLossError, match=r"step 1: critic_loss is (inf|nan); stopped"):
-        train(_params(**{"lambda": 1e38}, checkpoint_every=1), digits, out)
-    assert not list(out.checkpoints.glob("ckpt-*"))  # nothing non-finite was checkpointed
-    assert not (out.models / "generator.keras").exists()
+    summary = train(_params(**{"lambda": 1e38}, checkpoint_every=1), digits, out)
+    assert summary["health"] == "diverged" and summary["steps"] == 0
+    assert summary["diverged_at_step"] == 1
+    assert re.fullmatch(r"step 1: critic_loss is (inf|nan)", summary["diverged_reason"])
+    assert json.loads(out.metrics.read_text())["health"] == "diverged"
+    assert [p.name for p in out.checkpoints.glob("ckpt-*.index")] == ["ckpt-0.index"]
+    assert all(np.isfinite(w).all() for w in _weights(out.models / "generator.keras"))
+
+
+# SGD at lr 1 with one critic update per step: finite for two steps, NaN at the third.
+BLOWS_UP_AT_3 = {"optimizer": "sgd", "lr": 1.0, "n_critic": 1, "checkpoint_every": 1,
+                 "log_every": 1}
+
+
+def test_a_diverged_run_keeps_its_last_good_models(tmp_path, digits):
+    """The models a diverged run saves are those of its last finite checkpoint: the same
+    as a run stopped there, so ``sample`` and ``evaluate`` judge a real generator."""
+    diverged = TrainOutputs.under(tmp_path / "diverged")
+    summary = train(_params(**BLOWS_UP_AT_3), digits, diverged)
+    assert (summary["health"], summary["diverged_at_step"], summary["steps"]) == (
+        "diverged", 3, 2)
+    stopped = TrainOutputs.under(tmp_path / "stopped")
+    assert train(_params(**BLOWS_UP_AT_3, steps=2), digits, stopped)["health"] is None
+    for name in ("generator.keras", "critic.keras"):
+        for a, b in zip(_weights(diverged.models / name), _weights(stopped.models / name),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_stage_reports_bad_params_in_one_line(tmp_path, digits):

@@ -120,6 +120,10 @@ class Checkpoints:
         write_json(self.directory / STAMP, self.stamp)
         return False
 
+    def restore_latest(self) -> None:
+        """Go back to the newest checkpoint (after a NaN/Inf: the last good state)."""
+        self.manager.checkpoint.restore(self.latest).assert_existing_objects_matched()
+
     def _stamp_matches(self) -> bool:
         """Whether the checkpoints were written by this run (same fingerprint and layout)."""
         stamp = self.directory / STAMP

@@ -164,13 +164,13 @@ class Evaluations:
             self.best.reach_target(step, train_seconds)
         return seconds
 
-    def health(self, thresholds: HealthThresholds) -> str:
+    def health(self, thresholds: HealthThresholds, diverged: bool) -> str:
         """The run's verdict (:func:`wgan.health.run_health`) from its curve and last row."""
         p, rows = self.monitor.primary, self.curves.rows
         last = rows[-1] if rows else {}
         return run_health([(int(r["step"]), r[p]) for r in rows],
                           lower_is_better=self.monitor.lower_is_better,
-                          floor=self.monitor.floors[p], diverged=False,
+                          floor=self.monitor.floors[p], diverged=diverged,
                           final_coverage=last.get("mode_coverage"),
                           num_classes=self.monitor.num_classes,
                           final_recall=last.get("recall"), thresholds=thresholds)
@@ -179,14 +179,15 @@ class Evaluations:
         if self.live is not None:
             self.live.end()
 
-    def summary(self, thresholds: HealthThresholds) -> dict:
+    def summary(self, thresholds: HealthThresholds, diverged: bool = False) -> dict:
         """The ``metrics/train.json`` keys of the evaluations: the primary metric's final,
         best and floor values, when the best and the target came, and the run's health
-        (nulls without evaluations)."""
+        (without evaluations, only ``diverged`` can be judged)."""
         if self.monitor is None:
             return {"primary_metric": None, "primary_lower_is_better": None,
                     "best_step": None, "best_train_seconds": None, "target_step": None,
-                    "target_train_seconds": None, "eval_seconds": 0.0, "health": None}
+                    "target_train_seconds": None, "eval_seconds": 0.0,
+                    "health": "diverged" if diverged else None}
         p, best = self.monitor.primary, self.best
         last = self.curves.rows[-1] if self.curves.rows else {}
         return {"primary_metric": p, "primary_lower_is_better": self.monitor.lower_is_better,
@@ -196,7 +197,7 @@ class Evaluations:
                 "target_step": _or_none(best.target_step),
                 "target_train_seconds": _or_none(best.target_seconds),
                 "eval_seconds": round(sum(r["eval_seconds"] for r in self.curves.rows), 3),
-                "health": self.health(thresholds)}
+                "health": self.health(thresholds, diverged)}
 
 
 def start_evaluations(train: TrainConfig, prepared_dir: str | Path,

@@ -20,7 +20,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from wgan.block_conv import with_stock_layers
-from wgan.checkpoints import Checkpoints, fingerprint, non_finite
+from wgan.checkpoints import Checkpoints, NonFiniteLossError, fingerprint, non_finite
 from wgan.config import Params, ignored_knobs, resolve_train, to_dict
 from wgan.distribution import (
     CRITIC,
@@ -96,9 +96,11 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
     run = build_training(params.model, cfg, meta.shape, strategy, params.seed)
     run_id = fingerprint(params, meta)
     checkpoints = Checkpoints(out.checkpoints, run.checkpointed(), run_id, say=_say)
-    checkpoints.restore_or_start(cfg.steps)
+    resumed = checkpoints.restore_or_start(cfg.steps)
     broadcast_from_chief(strategy, run.variables())
     start = int(run.step.numpy())
+    if not resumed:
+        checkpoints.save(start, [])  # what a run that diverges early falls back to
     grids = ProgressGrids(out.checkpoints / "grids")
     grids.start(start)
     data = iter(strategy.distribute_datasets_from_function(
@@ -131,28 +133,36 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
     def elapsed() -> float:
         return seconds0 + time.perf_counter() - t0 - eval_seconds
 
-    stopped_early = False
+    stopped_early, diverged = False, None
     bar = tqdm(total=cfg.steps, initial=start, unit="step", disable=not is_chief(),
                dynamic_ncols=True)
-    for s in range(start, cfg.steps):
-        log.append(s + 1, _train_iteration(run, data, cfg, s, params.seed))
-        bar.update(1)
-        done = s + 1 == cfg.steps
-        if (s + 1) % cfg.log_every == 0 or done:
-            check_finite_and_log()
-            bar.set_postfix(log.last_summary(), refresh=False)
-        if (s + 1) % cfg.sample_every == 0 or done:
-            log.image(s + 1, grids.draw(s + 1, fixed_samples()))
-        if evaluations.due(s + 1, done):
-            eval_seconds += evaluations.run(s + 1, elapsed(), run.sampler, log)
-        if (s + 1) % cfg.checkpoint_every == 0 or done:
-            save_checkpoint(s + 1)
-        if cfg.stop_when_valid and not meta.is_image and (s + 1) % cfg.check_every == 0:
-            if is_valid_mask(fixed_samples()).all():
-                _say(f"step {s + 1}: every fixed-noise mask is valid; stopping early")
+    try:
+        for s in range(start, cfg.steps):
+            log.append(s + 1, _train_iteration(run, data, cfg, s, params.seed))
+            bar.update(1)
+            done = s + 1 == cfg.steps
+            if (s + 1) % cfg.log_every == 0 or done:
+                check_finite_and_log()
+                bar.set_postfix(log.last_summary(), refresh=False)
+            if (s + 1) % cfg.sample_every == 0 or done:
+                log.image(s + 1, grids.draw(s + 1, fixed_samples()))
+            if evaluations.due(s + 1, done):
+                check_finite_and_log()  # never score a generator that has gone NaN
+                eval_seconds += evaluations.run(s + 1, elapsed(), run.sampler, log)
+            if (s + 1) % cfg.checkpoint_every == 0 or done:
                 save_checkpoint(s + 1)
-                stopped_early = True
-                break
+            if cfg.stop_when_valid and not meta.is_image and (s + 1) % cfg.check_every == 0:
+                if is_valid_mask(fixed_samples()).all():
+                    _say(f"step {s + 1}: every fixed-noise mask is valid; stopping early")
+                    save_checkpoint(s + 1)
+                    stopped_early = True
+                    break
+    except NonFiniteLossError as err:
+        # A diverged run is a result (health: diverged), not a crash: a study counts it.
+        diverged = {"step": s + 1, "reason": str(err).split(";")[0]}
+        checkpoints.restore_latest()
+        _say(f"warning: {err}; health: diverged, models saved from the last good "
+             f"checkpoint (step {int(run.step.numpy())})")
     bar.close()
     wall = elapsed()
     if not grids.has(int(run.step.numpy())):  # stopped early between grids
@@ -162,7 +172,9 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
     _save_models(run, params, meta, out)
     grids.publish(out.progress)
     summary = {**_summary(run, cfg.variant, log.last_values(), wall, stopped_early),
-               **evaluations.summary(params.health)}
+               "diverged_at_step": diverged and diverged["step"],
+               "diverged_reason": diverged and diverged["reason"],
+               **evaluations.summary(params.health, diverged=diverged is not None)}
     write_json(out.metrics, summary)
     log.close()
     evaluations.close()
