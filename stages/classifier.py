@@ -15,7 +15,8 @@ USAGE = "python stages/classifier.py PREPARED_DIR CLASSIFIER_DIR METRICS_JSON"
 def main(argv: list[str]) -> None:
     prepared, classifier_dir, metrics_json = argv
     params = load_params("params.yaml")
-    metrics = train_classifier(prepared, classifier_dir, params.classifier, params.seed)
+    metrics = train_classifier(prepared, classifier_dir, params.classifier,
+                               params.classifier.seed)
     write_json(metrics_json, metrics)
     print(metrics)
 

@@ -161,6 +161,9 @@ class ClassifierConfig:
     epochs: int = _ranged(3, 1, 10_000)
     batch: int = _ranged(128, 1, 65536, why="a training step holds the batch in memory")
     lr: float = _ranged(3e-3, 0.0, 1.0)
+    # Its own seed, not the run's: a multi-seed study must score every run with one
+    # classifier, or the seeds' FIDs differ by the ruler as well as by the runs.
+    seed: int = _ranged(0, 0, 2**31 - 1)
 
 
 @dataclass(frozen=True)
