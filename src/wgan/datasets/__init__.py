@@ -59,5 +59,7 @@ def prepared_params(data: DataConfig) -> dict[str, Any]:
 
 
 def prepare(data: DataConfig, out_dir: str | Path) -> PreparedMeta:
-    """Read dataset ``data.name`` and write it, prepared, to ``out_dir`` (atomically)."""
-    return write_prepared(load_source(data), out_dir, data.shards, prepared_params(data))
+    """Read dataset ``data.name`` and write it, prepared, to ``out_dir`` (atomically);
+    the reader's temporary files are removed whether or not that succeeds."""
+    with load_source(data) as source:
+        return write_prepared(source, out_dir, data.shards, prepared_params(data))
