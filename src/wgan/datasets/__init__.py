@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from wgan.config import DataConfig, to_dict
-from wgan.datasets import cifar10, images, masks, mnist
+from wgan.datasets import cifar10, images, lsun, masks, mnist
 from wgan.prepared.format import PreparedMeta
 from wgan.prepared.write import Source, write_prepared
 
@@ -26,6 +26,7 @@ READERS: dict[str, ModuleType] = {
     "cifar10": cifar10,
     "celeba": images,
     "folder": images,
+    "lsun": lsun,
     "mask": masks,
 }
 
