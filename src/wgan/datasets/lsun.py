@@ -259,7 +259,7 @@ def _extract(archive: Path, stack: contextlib.ExitStack) -> str:
                     f"the {max(free, 0)} bytes free in {os.path.dirname(scratch)}; free space "
                     "there, set TMPDIR to a disk with room, or unzip it yourself and set "
                     "data.lsun.path to the directory")
-            print(f"extracting {info.filename} ({info.file_size / 2**30:.1f} GiB) from "
+            print(f"extracting {info.filename} ({info.file_size:,} bytes) from "
                   f"{archive} to {scratch}", file=sys.stderr)
             target = os.path.join(scratch, _DATA)
             with zf.open(info) as src, open(target, "wb") as dst:
