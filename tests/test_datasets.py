@@ -502,7 +502,7 @@ def test_plain_jpegs_skip_pillow_with_pillows_pixels(name):
     """Plain JPEGs decode through libjpeg-turbo directly (no Pillow header parser): the
     sample must be byte-identical to Pillow's decode + crop + resize."""
     data, crop = PLAIN_JPEGS[name]
-    recipe = images._Recipe("", False, crop, 64, BICUBIC)
+    recipe = images.Geometry(crop, 64, BICUBIC)
     sample = images._plain_jpeg_sample(data, recipe)
     assert isinstance(sample, bytes)  # the fast path took it
     img = Image.open(io.BytesIO(data)).convert("RGB")
@@ -547,7 +547,7 @@ def test_pillow_turns_by_xmp_orientation_too():
     ("png", encoded(photo(1), "PNG"), 108),
 ])
 def test_other_images_take_the_pillow_path(name, data, crop):
-    assert images._plain_jpeg_sample(data, images._Recipe("", False, crop, 64, BICUBIC)) is None
+    assert images._plain_jpeg_sample(data, images.Geometry(crop, 64, BICUBIC)) is None
 
 
 def test_corrupt_jpegs_never_raise_and_agree_with_pillow_when_accepted():
@@ -555,7 +555,7 @@ def test_corrupt_jpegs_never_raise_and_agree_with_pillow_when_accepted():
     a reason, or decode to exactly what the Pillow path gives for the same bytes."""
     rng = np.random.default_rng(0)
     data = PLAIN_JPEGS["420"][0]
-    recipe = images._Recipe("", False, 108, 64, BICUBIC)
+    recipe = images.Geometry(108, 64, BICUBIC)
     accepted = 0
     for i in range(400):
         damaged = bytearray(data)
@@ -572,7 +572,7 @@ def test_corrupt_jpegs_never_raise_and_agree_with_pillow_when_accepted():
 
 def test_jpegs_over_the_pixel_cap_are_refused_by_their_header(monkeypatch):
     monkeypatch.setattr(images, "MAX_PIXELS", 178 * 218 - 1)
-    recipe = images._Recipe("", False, 108, 64, BICUBIC)
+    recipe = images.Geometry(108, 64, BICUBIC)
     assert images._plain_jpeg_sample(PLAIN_JPEGS["420"][0], recipe) == \
         f"178x218 pixels, more than the {178 * 218 - 1}-pixel cap"
 
@@ -1279,7 +1279,8 @@ def test_image_shards_hold_file_j_at_j_mod_n_whatever_the_workers(tmp_path):
         "path": str(folder), "crop": None, "resize": 16, "test_fraction": 0.0})
     split = load_source(cfg).splits["train"]
     assert isinstance(split, ParallelSplit)
-    per_file = [example for example, _ in split.decode(split.items)]
+    (names,) = split.parts(1)
+    per_file = [next(iter(split.decode([name])), None) for name in names]
     assert [e is None for e in per_file] == [i == 1 for i in range(7)]
     out = tmp_path / "out-pics-1"
     shards = shard_samples(out, "train")
@@ -1297,17 +1298,23 @@ def to_bytes(x: np.ndarray) -> bytes:
     return np.rint((x + 1) * 127.5).astype(np.uint8).tobytes()
 
 
+def every_nth(items: list, shards: int) -> list[list]:
+    """``ParallelSplit.parts`` of a list: item j to shard j mod ``shards``."""
+    return [items[s::shards] for s in range(shards)]
+
+
 def die_at(items: list[str]):
     """A ``ParallelSplit.decode`` whose worker is killed at the item ``"die"``, as the
     kernel's OOM killer would."""
     for item in items:
         if item == "die":
             os.kill(os.getpid(), signal.SIGKILL)
-        yield (np.zeros(2, np.uint8), None), item
+        yield np.zeros(2, np.uint8), None
 
 
 def test_a_killed_prepare_worker_fails_with_a_hint_and_leaves_nothing(tmp_path):
-    split = ParallelSplit(["a", "b", "die", "c"], die_at, lambda notes: None, workers=2)
+    split = ParallelSplit(functools.partial(every_nth, ["a", "b", "die", "c"]), die_at,
+                          lambda notes: None, workers=2)
     source = Source("x", (2,), None, {"train": split}, {}, size_hints={"train": 4})
     with pytest.raises(RuntimeError, match="train: a prepare worker process died.*data.workers"):
         write_prepared(source, tmp_path / "out", shards=2, params={})
@@ -1322,14 +1329,15 @@ def fail_or_crawl(items: list[str]):
             raise KeyError("a bug in decode")
         time.sleep(0.01)
         Path(item).touch()
-        yield (np.zeros(2, np.uint8), None), item
+        yield np.zeros(2, np.uint8), None
 
 
 def test_a_failing_shard_stops_the_other_workers_and_names_its_shard(tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
     items = ["bug"] + [str(marks / f"{i}") for i in range(1000)]  # shard 0 fails at once
-    split = ParallelSplit(items, fail_or_crawl, lambda notes: None, workers=2)
+    split = ParallelSplit(functools.partial(every_nth, items), fail_or_crawl,
+                          lambda notes: None, workers=2)
     source = Source("x", (2,), None, {"train": split}, {}, size_hints={"train": len(items)})
     with pytest.raises(KeyError, match="a bug in decode") as err:
         write_prepared(source, tmp_path / "out", shards=2, params={})
@@ -1340,7 +1348,7 @@ def test_a_failing_shard_stops_the_other_workers_and_names_its_shard(tmp_path):
 
 
 PREPARE_FOREVER = """
-import multiprocessing, os, sys, time
+import functools, multiprocessing, os, sys, time
 import numpy as np
 import tensorflow as tf
 from wgan.prepared.write import ParallelSplit, Source, write_prepared
@@ -1350,9 +1358,13 @@ def crawl(items):
     os.write(1, f"{os.getpid()}\\n".encode())  # one write: two workers share the pipe
     for item in items:
         time.sleep(0.5)
-        yield (np.zeros(2, np.uint8), None), item
+        yield np.zeros(2, np.uint8), None
 
-split = ParallelSplit(list(range(4000)), crawl, lambda notes: None, workers=2)
+def every_nth(items, shards):
+    return [items[s::shards] for s in range(shards)]
+
+split = ParallelSplit(functools.partial(every_nth, list(range(4000))), crawl,
+                      lambda notes: None, workers=2)
 source = Source("x", (2,), None, {"train": split}, {}, size_hints={"train": 4000})
 try:
     write_prepared(source, sys.argv[1], shards=4, params={})

@@ -86,6 +86,17 @@ class ImageFolderConfig:
 
 
 @dataclass(frozen=True)
+class LsunConfig:
+    """One LSUN category's LMDB export: its shorter side resized to ``resize``, centre-cropped
+    square, as the WGAN and DCGAN reference code does."""
+
+    path: str = "data/raw/lsun/bedroom_train_lmdb.zip"
+    resize: int = _ranged(64, 4, 1024)
+    filter: str = _choice(*FILTERS, default="bilinear")  # torchvision Scale's default
+    test_fraction: float = _ranged(0.1, 0.0, 0.9)  # only without <category>_val_lmdb beside
+
+
+@dataclass(frozen=True)
 class MaskConfig:
     path: str = "data/raw/mask_data.pkl"
     length: int = _ranged(8192, 2, 2**20, why="the mask MLP holds length × mlp_hidden weights")
@@ -94,7 +105,7 @@ class MaskConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = _choice("mnist", "cifar10", "celeba", "folder", "mask", default="mnist")
+    name: str = _choice("mnist", "cifar10", "celeba", "folder", "lsun", "mask", default="mnist")
     raw_dir: str = "data/raw"
     shards: int = _ranged(4, 1, 4096)
     workers: int | None = _ranged(None, 1, 512)
@@ -103,6 +114,7 @@ class DataConfig:
     folder: ImageFolderConfig = field(
         default_factory=lambda: ImageFolderConfig(path="data/raw/images", crop=None)
     )
+    lsun: LsunConfig = field(default_factory=LsunConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
 
 
@@ -322,7 +334,7 @@ def _check_model_fits_data(params: Params) -> None:
     if data.name == "mask" and model.critic_norm != "none":
         raise ParamsError(f"model.critic_norm: {model.critic_norm!r} applies to the dcgan "
                           "critic only; the mask (mlp) critic has no normalisation; set 'none'")
-    if data.name in ("celeba", "folder"):
+    if data.name in ("celeba", "folder", "lsun"):
         resize = getattr(data, data.name).resize
         try:
             dcgan_plan(resize)

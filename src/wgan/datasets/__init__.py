@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from wgan.config import DataConfig, to_dict
-from wgan.datasets import cifar10, images, masks, mnist
+from wgan.datasets import cifar10, images, lsun, masks, mnist
 from wgan.prepared.format import PreparedMeta
 from wgan.prepared.write import Source, write_prepared
 
@@ -26,6 +26,7 @@ READERS: dict[str, ModuleType] = {
     "cifar10": cifar10,
     "celeba": images,
     "folder": images,
+    "lsun": lsun,
     "mask": masks,
 }
 
@@ -59,5 +60,7 @@ def prepared_params(data: DataConfig) -> dict[str, Any]:
 
 
 def prepare(data: DataConfig, out_dir: str | Path) -> PreparedMeta:
-    """Read dataset ``data.name`` and write it, prepared, to ``out_dir`` (atomically)."""
-    return write_prepared(load_source(data), out_dir, data.shards, prepared_params(data))
+    """Read dataset ``data.name`` and write it, prepared, to ``out_dir`` (atomically);
+    the reader's temporary files are removed whether or not that succeeds."""
+    with load_source(data) as source:
+        return write_prepared(source, out_dir, data.shards, prepared_params(data))

@@ -41,7 +41,7 @@ import struct
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -56,7 +56,8 @@ from wgan.datasets.untrusted import RefusedFile, inside, kind, open_regular, rea
 from wgan.prepared.format import Example
 from wgan.prepared.write import ParallelSplit, Source
 
-__all__ = ["MAX_FILE_BYTES", "MAX_PIXELS", "center_crop_box", "load"]
+__all__ = ["MAX_FILE_BYTES", "MAX_PIXELS", "REPORT_LIMIT", "SQUARE", "Geometry",
+           "center_crop_box", "decode_image", "hash_split", "load"]
 
 # The largest image file or zip member read, in bytes. CelebA's JPEGs are ~10 KB and a
 # phone's photo a few MB; a worker holds the file, so this bounds its memory too.
@@ -81,10 +82,22 @@ _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
             8: Image.Transpose.ROTATE_90}
 _PARTITION = "list_eval_partition.txt"
 _SPLIT_SALT = b"wgan-split-0:"  # the fixed "seed" of the hash split
-_REPORT_LIMIT = 1000  # files listed in the report; the count is always exact
+REPORT_LIMIT = 1000  # skipped items listed in a report; the count is always exact
+SQUARE = "square"  # Geometry.crop: the largest centred square, whatever the image's size
 
 # A file's note for the parent process: (its sha256, why it was skipped or None)
 _Note = tuple[str, str | None]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a decoded image becomes a ``size`` x ``size`` RGB sample: the centred box of side
+    ``crop`` (:data:`SQUARE`: the shorter side; None: the whole image), resized with
+    ``resample``."""
+
+    crop: int | str | None
+    size: int
+    resample: Image.Resampling
 
 
 @dataclass(frozen=True)
@@ -93,9 +106,7 @@ class _Recipe:
 
     root: str  # the folder (every link in its path resolved) or the zip
     is_zip: bool
-    crop: int | None
-    size: int
-    resample: Image.Resampling
+    geometry: Geometry
     links: dict[str, str] = field(default_factory=dict)  # link name -> its target, in root
 
 
@@ -115,13 +126,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _crop_box(w: int, h: int, recipe: _Recipe) -> tuple[int, int, int, int] | str:
+def _crop_box(w: int, h: int, geometry: Geometry) -> tuple[int, int, int, int] | str:
     """The box to resize, or why a ``w`` x ``h`` image cannot give a sample."""
-    if recipe.crop is None:
+    if geometry.crop is None:
         return 0, 0, w, h
-    if recipe.crop > min(w, h):
-        return f"crop {recipe.crop} is larger than the {w}x{h} image"
-    return center_crop_box(w, h, recipe.crop)
+    if geometry.crop == SQUARE:
+        return center_crop_box(w, h, min(w, h))
+    if geometry.crop > min(w, h):
+        return f"crop {geometry.crop} is larger than the {w}x{h} image"
+    return center_crop_box(w, h, geometry.crop)
 
 
 def _draft_request(w: int, h: int, box: tuple[int, int, int, int], size: int) -> tuple[int, int]:
@@ -135,22 +148,22 @@ def _full_scale(w: int, h: int, want: tuple[int, int]) -> bool:
     return min(w // want[0], h // want[1]) < 2
 
 
-def _crop_resize(img: Image.Image, recipe: _Recipe) -> bytes | str:
+def _crop_resize(img: Image.Image, geometry: Geometry) -> bytes | str:
     """The cropped, resized RGB sample, or why the image cannot give one."""
     w, h = img.size
-    box = _crop_box(w, h, recipe)
+    box = _crop_box(w, h, geometry)
     if isinstance(box, str):
         return box
-    size = (recipe.size, recipe.size)
+    size = (geometry.size, geometry.size)
     # JPEG decodes at 1/2, 1/4 or 1/8 scale for a fraction of the cost. Ask only for a
     # scale that keeps the box >= `size` pixels, so the resize stays a downscale; the
     # pixels then differ slightly from a full decode, the geometry does not.
-    drafted = img.draft(None, _draft_request(w, h, box, recipe.size))
+    drafted = img.draft(None, _draft_request(w, h, box, geometry.size))
     scale = drafted[1][2] / w if drafted else 1.0
     if scale == 1.0:
-        small = _to_rgb(img.crop(box)).resize(size, recipe.resample)
+        small = _to_rgb(img.crop(box)).resize(size, geometry.resample)
     else:
-        small = _to_rgb(img).resize(size, recipe.resample, box=tuple(v * scale for v in box))
+        small = _to_rgb(img).resize(size, geometry.resample, box=tuple(v * scale for v in box))
     # Turning the small square instead of the full picture keeps draft decoding; the
     # centre crop is the same up to the rounding of an odd margin.
     turn = _upright(img)
@@ -177,7 +190,7 @@ def _plain_header(data: bytes) -> bool:
     return False
 
 
-def _plain_jpeg_sample(data: bytes, recipe: _Recipe) -> bytes | str | None:
+def _plain_jpeg_sample(data: bytes, geometry: Geometry) -> bytes | str | None:
     """The sample of a plain JPEG (YCbCr or grey, a plain header, decoded at full scale)
     through libjpeg-turbo directly, or None to take the Pillow path.
 
@@ -197,10 +210,10 @@ def _plain_jpeg_sample(data: bytes, recipe: _Recipe) -> bytes | str | None:
         return _too_many_pixels(w, h)
     if colorspace not in ("YCbCr", "Gray"):
         return None
-    box = _crop_box(w, h, recipe)
+    box = _crop_box(w, h, geometry)
     if isinstance(box, str):
         return box
-    if not _full_scale(w, h, _draft_request(w, h, box, recipe.size)):
+    if not _full_scale(w, h, _draft_request(w, h, box, geometry.size)):
         return None
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
@@ -208,7 +221,7 @@ def _plain_jpeg_sample(data: bytes, recipe: _Recipe) -> bytes | str | None:
         return None
     left, top, right, bottom = box
     crop = Image.fromarray(pixels[top:bottom, left:right])
-    return crop.resize((recipe.size, recipe.size), recipe.resample).tobytes()
+    return crop.resize((geometry.size, geometry.size), geometry.resample).tobytes()
 
 
 def _upright(img: Image.Image) -> Image.Transpose | None:
@@ -288,6 +301,25 @@ def _open_image(data: bytes) -> Image.Image:
         return Image.open(io.BytesIO(data), formats=_FORMATS)
 
 
+def decode_image(data: bytes, geometry: Geometry) -> bytes | str:
+    """The ``geometry.size``² RGB sample of the encoded image ``data``, or why it cannot
+    give one (corrupt, truncated, not an image, over :data:`MAX_PIXELS`, smaller than the
+    crop); never raises for bad data, which may come from strangers."""
+    out = _plain_jpeg_sample(data, geometry)
+    if out is not None:
+        return out
+    try:
+        with _open_image(data) as img:
+            w, h = img.size
+            return _too_many_pixels(w, h) if w * h > MAX_PIXELS else _crop_resize(img, geometry)
+    except Image.UnidentifiedImageError:  # its message holds an address: not reproducible
+        return "not a readable image (Pillow cannot identify it)"
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        return f"more than the {MAX_PIXELS}-pixel cap ({err})"
+    except _BAD_IMAGE as err:
+        return f"not a readable image ({type(err).__name__}: {err})"
+
+
 def _process(
     recipe: _Recipe, archive: zipfile.ZipFile | None, root_fd: int | None, name: str,
 ) -> tuple[bytes | str, str]:
@@ -299,28 +331,16 @@ def _process(
         return str(err), ""
     except _BAD_MEMBER as err:
         return f"cannot read the file ({err})", ""
-    digest = hashlib.sha256(data).hexdigest()
-    out = _plain_jpeg_sample(data, recipe)
-    if out is None:
-        try:
-            with _open_image(data) as img:
-                w, h = img.size
-                out = _too_many_pixels(w, h) if w * h > MAX_PIXELS else _crop_resize(img, recipe)
-        except Image.UnidentifiedImageError:  # its message holds an address: not reproducible
-            return "not a readable image (Pillow cannot identify it)", digest
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
-            return f"more than the {MAX_PIXELS}-pixel cap ({err})", digest
-        except _BAD_IMAGE as err:
-            return f"not a readable image ({type(err).__name__}: {err})", digest
-    return out, digest
+    return decode_image(data, recipe.geometry), hashlib.sha256(data).hexdigest()
 
 
-def _decode_files(recipe: _Recipe, names: list[str]) -> Iterator[tuple[Example | None, _Note]]:
-    """Worker: each file's sample (None if skipped) and note, in ``names`` order.
+def _decode_files(recipe: _Recipe, names: list[str]) -> Generator[Example, None, list[_Note]]:
+    """Worker: the samples of ``names``, in order; returns each file's note.
 
     A zip is opened here, in the worker: a forked worker must not share the parent's file
     offset."""
-    shape = (recipe.size, recipe.size, 3)
+    size = recipe.geometry.size
+    notes = []
     with contextlib.ExitStack() as stack:
         archive, root_fd = None, None
         if recipe.is_zip:
@@ -330,23 +350,31 @@ def _decode_files(recipe: _Recipe, names: list[str]) -> Iterator[tuple[Example |
             stack.callback(os.close, root_fd)
         for name in names:
             out, digest = _process(recipe, archive, root_fd, name)
-            if isinstance(out, str):
-                yield None, (digest, out)
-            else:
-                yield (np.frombuffer(out, np.uint8).reshape(shape), None), (digest, None)
+            notes.append((digest, out if isinstance(out, str) else None))
+            if not isinstance(out, str):
+                yield np.frombuffer(out, np.uint8).reshape(size, size, 3), None
+    return notes
 
 
 def _skip(report: dict[str, Any], name: str, reason: str) -> None:
     report["skipped"] += 1
-    if len(report["files"]) < _REPORT_LIMIT:
+    if len(report["files"]) < REPORT_LIMIT:
         report["files"].append({"file": name, "reason": reason})
+
+
+def _every_nth(names: list[str], shards: int) -> list[list[str]]:
+    """File j to shard j mod ``shards``."""
+    return [names[s::shards] for s in range(shards)]
 
 
 def _finish(
     names: list[str], report: dict[str, Any], sha256: dict[str, str], key: str,
-    notes: list[_Note],
+    shard_notes: list[list[_Note]],
 ) -> None:
     """Record a consumed split's skipped files and its manifest sha256 (file order)."""
+    notes: list = [None] * len(names)
+    for s, part in enumerate(shard_notes):
+        notes[s::len(shard_notes)] = part
     manifest = hashlib.sha256()
     skipped = []
     for name, (digest, reason) in zip(names, notes, strict=True):
@@ -366,7 +394,8 @@ def _split(
 ) -> ParallelSplit:
     """``names`` as a split written by ``workers`` processes; the parent records the
     skipped files in ``report`` and the manifest hash in ``sha256[key]``."""
-    return ParallelSplit(names, functools.partial(_decode_files, recipe),
+    return ParallelSplit(functools.partial(_every_nth, names),
+                         functools.partial(_decode_files, recipe),
                          functools.partial(_finish, names, report, sha256, key), workers)
 
 
@@ -473,9 +502,10 @@ def _read_partition(path: Path) -> tuple[dict[str, str], str]:
     return out, hashlib.sha256(data).hexdigest()
 
 
-def _hash_split(file_name: str, test_fraction: float) -> str:
-    """train/test by a hash of the file name: stable when files are added or listed differently."""
-    digest = hashlib.sha256(_SPLIT_SALT + file_name.encode()).digest()
+def hash_split(name: bytes, test_fraction: float) -> str:
+    """train/test by a hash of a file name or key: stable when items are added or listed
+    differently, and the same in every process."""
+    digest = hashlib.sha256(_SPLIT_SALT + name).digest()
     return "test" if int.from_bytes(digest[:8], "big") < test_fraction * 2**64 else "train"
 
 
@@ -491,7 +521,7 @@ def _assign(
         elif path.suffix.lower() not in _SUFFIXES:
             _skip(report, name, f"not an image file (suffix {path.suffix or 'none'!r})")
         elif partition is None:
-            splits[_hash_split(path.name, test_fraction)].append(name)
+            splits[hash_split(path.name.encode(), test_fraction)].append(name)
         elif path.name in partition:
             splits[partition[path.name]].append(name)
         else:
@@ -554,8 +584,9 @@ def load(cfg: DataConfig, raw_dir: Path) -> Source:
             f"{partition.name if partition else f'data.{cfg.name}.test_fraction'}); "
             "lower the test fraction or add images"
         )
+    geometry = Geometry(folder.crop, folder.resize, Image.Resampling[folder.filter.upper()])
     recipe = _Recipe(str(root) if root.is_file() else os.path.realpath(root), root.is_file(),
-                     folder.crop, folder.resize, Image.Resampling[folder.filter.upper()], links)
+                     geometry, links)
     workers = cfg.workers or usable_cpus()
     return Source(
         name=cfg.name,

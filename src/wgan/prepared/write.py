@@ -7,9 +7,10 @@ level is the dataset reader's choice (``Source.compression_level``): 1 by defaul
 than the JPEG decode itself (see BENCHMARKS.md).
 
 Examples of a split that a reader streams go round-robin over its shards (example i to
-shard i mod N). A :class:`ParallelSplit` (image folders) is written by worker processes,
-one shard each: item j (file j of the sorted list) goes to shard j mod N and a skipped
-item leaves no record. Either way the files do not depend on the number of workers.
+shard i mod N). A :class:`ParallelSplit` (image folders, LMDBs) is written by worker
+processes, one shard each, from the part of the split the reader assigns to it (file j of
+the sorted list to shard j mod N; a range of keys); a skipped item leaves no record.
+Either way the files do not depend on the number of workers.
 
 Writes are atomic: shards and ``meta.json`` go to a hidden temporary sibling that is
 renamed into place only when complete, so a killed prepare leaves nothing that looks
@@ -28,7 +29,7 @@ import struct
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -55,22 +56,26 @@ __all__ = ["ParallelSplit", "Source", "write_prepared"]
 class ParallelSplit:
     """A split whose shards are decoded and written by worker processes, one shard each.
 
-    Item j of ``items`` (say, file names) goes to shard j mod N. ``decode(items)`` runs
-    in the workers, so it must pickle (a module-level function or a ``functools.partial``
-    of one); it yields ``(example or None, note)`` for each item, in order, None to skip
-    the item. Once every shard is written, ``finish(notes)`` gets each item's note in item
-    order, in the calling process (readers fill ``Source.report`` and ``sha256`` there).
-    Iterating the split decodes it in this process instead, in order.
+    ``parts(n)`` divides the split into the work of its ``n`` shards, in shard order, each
+    small and picklable (the file names of a shard; a range of keys, so that a split of
+    millions of records is never listed). ``decode(part)`` runs in a worker, so it must
+    pickle (a module-level function or a ``functools.partial`` of one): it yields the
+    part's examples, in order, and returns a picklable note on the part (a generator's
+    return value: its skipped items, its hash). Once every shard is written,
+    ``finish(notes)`` gets the notes in shard order, in the calling process (readers fill
+    ``Source.report`` and ``sha256`` there). Iterating the split decodes it in this
+    process instead, as one part.
     """
 
-    items: list
-    decode: Callable[[list], Iterator[tuple[Example | None, Any]]]
+    parts: Callable[[int], list]
+    decode: Callable[[Any], Generator[Example, None, Any]]
     finish: Callable[[list], None]
     workers: int
 
     def __iter__(self) -> Iterator[Example]:
         notes: list = []
-        yield from _decoded(self.decode, self.items, notes)
+        for part in self.parts(1):
+            yield from _decoded(self.decode(part), notes)
         self.finish(notes)
 
 
@@ -83,6 +88,7 @@ class Source:
     hold a whole dataset.
     ``size_hints`` (expected counts) only chooses the number of shards.
     ``compression_level`` is the gzip deflate level of the shards (0-9).
+    ``resources`` are released by ``with source:``, which :func:`wgan.datasets.prepare` uses.
     """
 
     name: str
@@ -93,6 +99,15 @@ class Source:
     size_hints: dict[str, int] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     compression_level: int = 1
+    # What the reader holds until the source is written or abandoned (an LMDB extracted
+    # from its zip to a temporary file); ``with source:`` releases it.
+    resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.resources.close()
 
 
 class _ShardFile:
@@ -140,12 +155,9 @@ def _write_split(
     return [f.count for f in files]
 
 
-def _decoded(decode: Callable, items: list, notes: list) -> Iterator[Example]:
-    """``decode(items)``'s examples, its notes appended to ``notes``."""
-    for example, note in decode(items):
-        notes.append(note)
-        if example is not None:
-            yield example
+def _decoded(examples: Generator[Example, None, Any], notes: list) -> Iterator[Example]:
+    """The examples of a :class:`ParallelSplit` part; its note is appended to ``notes``."""
+    notes.append((yield from examples))
 
 
 _stop: Any = None  # in a worker: the pool's multiprocessing.Event, set to abandon its shard
@@ -169,16 +181,16 @@ def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
 
 
 def _write_shard(
-    decode: Callable, shape: tuple[int, ...], compression_level: int, path: Path, items: list,
-) -> tuple[int, list]:
-    """Worker: decode one shard's items and write its file; return its count and notes."""
+    decode: Callable, shape: tuple[int, ...], compression_level: int, path: Path, part: Any,
+) -> tuple[int, Any]:
+    """Worker: decode one shard's part and write its file; return its count and note."""
     notes: list = []
     with _ShardFile(path, compression_level) as shard:
-        for record in _serialized(path.name, _decoded(decode, items, notes), shape):
+        for record in _serialized(path.name, _decoded(decode(part), notes), shape):
             if _stop.is_set():
                 break  # the parent failed or was interrupted: the shard is thrown away
             shard.write(record)
-    return shard.count, notes
+    return shard.count, notes[0] if notes else None
 
 
 def _write_parallel(
@@ -189,7 +201,7 @@ def _write_parallel(
     crosses a process boundary, and the files do not depend on the number of workers.
     The first failure, or Ctrl-C, stops every worker within one sample."""
     paths = [directory / shard_name(split, s, shards) for s in range(shards)]
-    parts = [source.items[s::shards] for s in range(shards)]
+    parts = source.parts(shards)
     task = functools.partial(_write_shard, source.decode, shape, compression_level)
     stop = multiprocessing.Event()
     pool = ProcessPoolExecutor(max(1, min(source.workers, shards)), initializer=_start_worker,
@@ -206,10 +218,7 @@ def _write_parallel(
         raise
     finally:
         _shut_down(pool)
-    notes: list = [None] * len(source.items)
-    for s, (_, shard_notes) in enumerate(done):
-        notes[s::shards] = shard_notes
-    source.finish(notes)
+    source.finish([note for _, note in done])
     return [count for count, _ in done]
 
 
