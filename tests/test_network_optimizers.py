@@ -147,10 +147,18 @@ def test_each_network_steps_with_its_own_learning_rate():
     assert_scaled(faster_generator["generator"], base["generator"], 2.0)
 
 
-def _optimizer_lrs(checkpoints) -> dict[str, float]:
+def _checkpointed_optimizers(checkpoints) -> dict[str, tuple[float, int]]:
+    """Each network's optimizer in the newest checkpoint: (its learning rate, its slot
+    variables per trained variable: Adam keeps 2, RMSprop without momentum 1)."""
     reader = tf.train.load_checkpoint(str(checkpoints))
-    return {net: float(reader.get_tensor(f"{opt}/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"))
-            for net, opt in (("generator", "g_opt"), ("critic", "c_opt"))}
+    names = reader.get_variable_to_shape_map()
+    out = {}
+    for net, opt in (("generator", "g_opt"), ("critic", "c_opt")):
+        lr = float(reader.get_tensor(f"{opt}/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"))
+        trained = sum(n.startswith(f"{opt}/_trainable_variables/") for n in names)
+        slots = sum(n.startswith(f"{opt}/_variables/") for n in names)
+        out[net] = (lr, slots // trained)
+    return out
 
 
 def test_a_real_run_records_and_uses_each_networks_optimizer(tmp_path, digits):
@@ -164,8 +172,9 @@ def test_a_real_run_records_and_uses_each_networks_optimizer(tmp_path, digits):
     assert written["generator"] == _opt("adam", 1e-3, 0.5, 0.9)
     assert written["critic"] == _opt("rmsprop", 4e-3)
     # lr_decay moved both optimizers, each from its own lr: the last step used 1/4 of it.
-    lrs = _optimizer_lrs(out.checkpoints)
-    assert lrs == pytest.approx({"generator": 2.5e-4, "critic": 1e-3}, rel=1e-5)
+    (g_lr, g_slots), (c_lr, c_slots) = _checkpointed_optimizers(out.checkpoints).values()
+    assert (g_lr, c_lr) == pytest.approx((2.5e-4, 1e-3), rel=1e-5)
+    assert (g_slots, c_slots) == (2, 1)  # Adam trained the generator, RMSprop the critic
     curve = [float(r.split("\t")[-1]) for r in out.curves.read_text().splitlines()[1:]]
     assert curve == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4], rel=1e-5)  # the generator's
 
