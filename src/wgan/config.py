@@ -11,7 +11,9 @@ works) and ``penalty_weight`` in code, because ``lambda`` is a Python keyword.
 What a variant reads and its paper defaults come from :data:`wgan.variants.VARIANTS`:
 :func:`resolve_train` fills the knobs left ``null`` with them and resets the knobs the
 variant does not read, which :func:`ignored_knobs` lists (a sweep over variants × λ must
-not stop at ``gan``).
+not stop at ``gan``). Each network's optimizer (``train.generator`` / ``train.critic``) is
+resolved by :func:`resolve_network`: its own value, else the shared ``train.*`` one, else
+the variant's default.
 """
 
 from __future__ import annotations
