@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from wgan.config import Params, resolve_train, to_dict, yaml_name
+from wgan.config import NETWORKS, Params, resolve_train, to_dict, yaml_name
 from wgan.files import write_json
 from wgan.prepared.format import PreparedMeta
 from wgan.variants import VARIANT_KNOBS, get_variant
@@ -49,9 +49,24 @@ def fingerprint(params: Params, meta: PreparedMeta) -> str:
     ignored = {k for k in _COSMETIC if not (k == "steps" and train.lr_decay)}
     ignored |= {yaml_name(k) for k in VARIANT_KNOBS if k not in read}
     train_dict = {k: v for k, v in to_dict(train).items() if k not in ignored}
-    blob = json.dumps({"train": train_dict, "model": to_dict(params.model), "seed": params.seed,
+    model_dict = to_dict(params.model)
+    _as_layout_3(train_dict, model_dict)
+    blob = json.dumps({"train": train_dict, "model": model_dict, "seed": params.seed,
                        "data": meta.sha256, "data_params": meta.params}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _as_layout_3(train: dict, model: dict) -> None:
+    """Write the knobs added since layout 3 into the hashed dicts so that a run computing
+    what a layout-3 run computed keeps its fingerprint (its checkpoint still resumes): two
+    networks with one optimizer hash as the shared ``train.*`` knobs did, two different ones
+    as each network's; ``model.init`` only when it is not Keras' default."""
+    nets = {net: train.pop(net) for net in NETWORKS}
+    for key in nets["generator"]:
+        train.pop(key)
+    train.update(nets["generator"] if nets["generator"] == nets["critic"] else nets)
+    if model["init"] == "keras":
+        del model["init"]
 
 
 def first_non_finite(variables: list) -> str | None:

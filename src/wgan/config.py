@@ -11,7 +11,9 @@ works) and ``penalty_weight`` in code, because ``lambda`` is a Python keyword.
 What a variant reads and its paper defaults come from :data:`wgan.variants.VARIANTS`:
 :func:`resolve_train` fills the knobs left ``null`` with them and resets the knobs the
 variant does not read, which :func:`ignored_knobs` lists (a sweep over variants × λ must
-not stop at ``gan``).
+not stop at ``gan``). Each network's optimizer (``train.generator`` / ``train.critic``) is
+resolved by :func:`resolve_network`: its own value, else the shared ``train.*`` one, else
+the variant's default.
 """
 
 from __future__ import annotations
@@ -38,18 +40,26 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "TrainConfig",
+    "NetworkOptimizer",
     "SampleConfig",
     "ClassifierConfig",
     "EvaluateConfig",
     "load_params",
     "parse_params",
     "resolve_train",
+    "resolve_network",
     "ignored_knobs",
     "to_dict",
     "yaml_name",
 ]
 
 FILTERS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+NETWORKS = ("generator", "critic")  # the train.<network> optimizer sections
+_OPTIMIZER_KNOBS = ("optimizer", "lr", "beta1", "beta2")
+_BETAS = ("beta1", "beta2")
+# Adam's betas when neither params.yaml nor the variant gives them (DCGAN's β₁, Keras' β₂).
+_ADAM_BETAS = {"beta1": 0.5, "beta2": 0.999}
 
 
 class ParamsError(ValueError):
@@ -67,6 +77,19 @@ def _ranged(default: Any, lo: float | None = None, hi: float | None = None,
 
 
 _IN_MEMORY = "held in memory at once"
+
+
+# The optimizer knobs, shared (train.*) and per network (train.generator/critic.*).
+def _optimizer_field() -> Any:
+    return _choice(None, *OPTIMIZERS, default=None)
+
+
+def _lr_field() -> Any:
+    return _ranged(None, 0.0, 1.0)
+
+
+def _beta_field() -> Any:
+    return _ranged(None, 0.0, 0.999999)
 
 
 @dataclass(frozen=True)
@@ -124,7 +147,21 @@ class ModelConfig:
     z_dim: int | None = _ranged(None, 1, 100_000)  # null: 100 for dcgan, 1000 for mlp
     base_channels: int | None = _ranged(None, 1, 4096)  # null: 32 for 28×28, else 64
     critic_norm: str = _choice("none", "layer", "batch", default="none")
+    init: str = _choice("keras", "dcgan", "truncated", default="keras")  # wgan.models.initializers
     mlp_hidden: int = _ranged(4096, 1, 65536, why="the mask MLP holds length × mlp_hidden weights")
+
+
+@dataclass(frozen=True)
+class NetworkOptimizer:
+    """``train.generator`` / ``train.critic``: one network's optimizer. ``null`` takes the
+    shared ``train.*`` value after the variant's defaults (:func:`resolve_train`), so the two
+    networks can differ as in WGAN_GP_MASK (Adam generator, RMSprop critic) or TTUR (Heusel
+    et al. 2017, arXiv:1706.08500: a faster critic)."""
+
+    optimizer: str | None = _optimizer_field()
+    lr: float | None = _lr_field()
+    beta1: float | None = _beta_field()
+    beta2: float | None = _beta_field()
 
 
 @dataclass(frozen=True)
@@ -135,11 +172,13 @@ class TrainConfig:
     n_critic: int | None = _ranged(None, 1, 1000)
     g_steps: int = _ranged(1, 1, 1000)
     critic_warmup: bool = False
-    optimizer: str | None = _choice(None, "adam", "rmsprop", "sgd", default=None)
-    lr: float | None = _ranged(None, 0.0, 1.0)
-    beta1: float | None = _ranged(None, 0.0, 0.999999)
-    beta2: float | None = _ranged(None, 0.0, 0.999999)
-    lr_decay: bool = False
+    optimizer: str | None = _optimizer_field()
+    lr: float | None = _lr_field()
+    beta1: float | None = _beta_field()
+    beta2: float | None = _beta_field()
+    generator: NetworkOptimizer = field(default_factory=NetworkOptimizer)
+    critic: NetworkOptimizer = field(default_factory=NetworkOptimizer)
+    lr_decay: bool = False  # both networks' learning rates
     clip: float | None = _ranged(None, 0.0)
     penalty_weight: float | None = _ranged(None, 0.0)
     lp_sampling: str = _choice("interpolate", "perturb", default="interpolate")
@@ -301,19 +340,30 @@ def _build(cls: type, raw: Any, path: str, base: Any = None) -> Any:
     return dataclasses.replace(base, **kwargs)
 
 
+def _adam_only(key: str, value: float, optimizer: str, fix: str) -> ParamsError:
+    return ParamsError(f"{key}: value {value!r} is only used by optimizer 'adam', but the "
+                       f"optimizer is {optimizer!r}; set {key}: null or {fix}: adam")
+
+
 def _check_optimizer_knobs(train: TrainConfig) -> None:
-    """Refuse Adam betas beside an explicit other ``train.optimizer`` (a contradiction in
-    the user's own settings; under a variant whose default is RMSprop they are ignored)."""
-    if train.optimizer in (None, "adam"):
+    """Refuse Adam betas beside an explicitly chosen other optimizer (a contradiction in the
+    user's own settings; under a variant whose default is RMSprop they are ignored). A
+    network's betas are checked against its optimizer (its own, else ``train.optimizer``);
+    the shared betas against ``train.optimizer``, unless a network chooses Adam and reads them."""
+    for net in NETWORKS:
+        spec = getattr(train, net)
+        chosen = spec.optimizer or train.optimizer
+        for key in _BETAS:
+            value = getattr(spec, key)
+            if value is not None and chosen not in (None, "adam"):
+                raise _adam_only(f"train.{net}.{key}", value, chosen, f"train.{net}.optimizer")
+    if train.optimizer in (None, "adam") or any(
+            getattr(train, net).optimizer == "adam" for net in NETWORKS):
         return
-    for key in ("beta1", "beta2"):
+    for key in _BETAS:
         value = getattr(train, key)
         if value is not None:
-            raise ParamsError(
-                f"train.{key}: value {value!r} is only used by optimizer 'adam', but the "
-                f"optimizer is {train.optimizer!r}; set train.{key}: null or "
-                "train.optimizer: adam"
-            )
+            raise _adam_only(f"train.{key}", value, train.optimizer, "train.optimizer")
 
 
 def _check_critic_norm(params: Params) -> None:
@@ -394,41 +444,72 @@ def _not_read(train: TrainConfig) -> list[str]:
     return [k for k in VARIANT_KNOBS if k not in read]
 
 
-def _resolved_optimizer(train: TrainConfig) -> str:
-    return train.optimizer or get_variant(train.variant).defaults["optimizer"]
+def resolve_network(train: TrainConfig, net: str) -> NetworkOptimizer:
+    """The optimizer network ``net`` trains with: each knob is its ``train.<net>`` value,
+    else the shared ``train.*`` value, else the variant's default. Adam's betas left unset
+    by all three are 0.5 and 0.999; another optimizer has none (nothing reads them)."""
+    own, defaults = getattr(train, net), get_variant(train.variant).defaults
+
+    def pick(key: str) -> Any:
+        for value in (getattr(own, key), getattr(train, key), defaults.get(key)):
+            if value is not None:
+                return value
+        return _ADAM_BETAS.get(key)
+
+    optimizer = pick("optimizer")
+    if optimizer != "adam":
+        return NetworkOptimizer(optimizer, pick("lr"))
+    return NetworkOptimizer(optimizer, pick("lr"), pick("beta1"), pick("beta2"))
 
 
 def resolve_train(train: TrainConfig) -> TrainConfig:
     """The train config a run uses: null knobs take the variant's paper defaults (user
-    values win), and knobs the variant or its optimizer does not read are reset, so that
-    ``train_config.json`` and the checkpoint fingerprint show only what is used."""
+    values win), each network's optimizer is resolved (:func:`resolve_network`), and knobs
+    the variant or its optimizer does not read are reset, so that ``train_config.json`` and
+    the checkpoint fingerprint show only what is used."""
     defaults = get_variant(train.variant).defaults
     base = TrainConfig()
     resolved = dataclasses.replace(
         train,
         **{k: getattr(base, k) for k in _not_read(train)},
         **{k: v for k, v in defaults.items() if getattr(train, k) is None},
+        **{net: resolve_network(train, net) for net in NETWORKS},
     )
     if resolved.optimizer == "adam":
         return dataclasses.replace(
-            resolved,
-            beta1=0.5 if resolved.beta1 is None else resolved.beta1,
-            beta2=0.999 if resolved.beta2 is None else resolved.beta2,
-        )
+            resolved, **{k: v for k, v in _ADAM_BETAS.items() if getattr(resolved, k) is None})
     # A variant's Adam betas mean nothing to RMSprop or SGD; do not record them as used.
     return dataclasses.replace(resolved, beta1=None, beta2=None)
+
+
+def _unread_optimizer_knobs(train: TrainConfig) -> list[str]:
+    """Dotted field paths of optimizer knobs set in params.yaml that no network reads: a
+    shared one every network sets itself, or betas of a network that is not using Adam."""
+    resolved = {net: resolve_network(train, net).optimizer for net in NETWORKS}
+    unread = [f"{net}.{k}" for net in NETWORKS if resolved[net] != "adam" for k in _BETAS]
+
+    def reads(net: str, key: str) -> bool:
+        own_unset = getattr(getattr(train, net), key) is None
+        return own_unset and (key not in _BETAS or resolved[net] == "adam")
+
+    return unread + [k for k in _OPTIMIZER_KNOBS if not any(reads(n, k) for n in NETWORKS)]
 
 
 def ignored_knobs(train: TrainConfig) -> dict[str, Any]:
     """``{"train.<key>": value}`` for each knob set in params.yaml that this run does not
     read: a variant-specific knob of another variant, or Adam betas under the RMSprop of
-    the variant's defaults (an explicit other optimizer with betas is refused)."""
+    the variant's defaults (an explicit other optimizer with betas is refused), or a shared
+    optimizer knob that both networks set for themselves."""
     base = TrainConfig()
-    names = _not_read(train)
-    if _resolved_optimizer(train) != "adam":
-        names += ["beta1", "beta2"]
-    return {f"train.{yaml_name(k)}": getattr(train, k) for k in names
-            if getattr(train, k) != getattr(base, k)}
+
+    def value(config: Any, path: str) -> Any:
+        for part in path.split("."):
+            config = getattr(config, part)
+        return config
+
+    names = _not_read(train) + _unread_optimizer_knobs(train)
+    return {f"train.{yaml_name(k)}": value(train, k) for k in names
+            if value(train, k) != value(base, k)}
 
 
 def yaml_name(field_name: str) -> str:

@@ -9,6 +9,8 @@ al. 2017, Sec. 4); ``critic_norm: layer`` is the allowed alternative.
 
 ``mlp`` (WGAN_GP_MASK): generator z → 4096 leaky-ReLU → L sigmoid; critic
 L → 4096 → 1024 → 1 linear, for 1-D 0/1 masks.
+
+``model.init`` (:func:`initializers`) chooses the conv/dense kernels' initial weights.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from wgan.block_conv import BlockConv2D, BlockConv2DTranspose
 from wgan.config import ModelConfig
 from wgan.model_geometry import dcgan_plan
 
-__all__ = ["build_models", "base_channels", "latent_dim", "model_arch", "resolve_model",
-           "ClipWeights"]
+__all__ = ["build_models", "base_channels", "initializers", "latent_dim", "model_arch",
+           "resolve_model", "ClipWeights"]
+
+_INIT_STD = 0.02
 
 
 def model_arch(config: ModelConfig, shape: tuple[int, ...]) -> str:
@@ -79,6 +83,29 @@ def resolve_model(config: ModelConfig, shape: tuple[int, ...]) -> ModelConfig:
         base_channels=base_channels(config, shape) if arch == "dcgan" else None)
 
 
+def initializers(init: str, layer: str = "kernel") -> dict:
+    """Keyword arguments that give a new layer ``model.init``'s initial weights; a fresh
+    initializer per layer (one instance reused would repeat its draws), seeded from the
+    run seed like Keras' own (:func:`keras.utils.set_random_seed`).
+
+    ``keras``: Keras' defaults (glorot-uniform kernels, BatchNorm γ = 1), no arguments.
+    ``dcgan``: kernels N(0, 0.02) (Radford et al. 2015, Sec. 4), BatchNorm γ N(1, 0.02) and
+    β 0, as ``weights_init`` of the WassersteinGAN and DCGAN PyTorch references.
+    ``truncated``: kernels N(0, 0.02) redrawn beyond 2σ, TensorLayer's convolution default
+    that WGAN-tensorlayer trained with (BatchNorm left at Keras' default).
+    ``layer``: ``kernel`` for a Dense/conv layer, ``batch_norm`` for a BatchNormalization.
+    """
+    if layer == "batch_norm":
+        if init != "dcgan":
+            return {}
+        return {"gamma_initializer": keras.initializers.RandomNormal(1.0, _INIT_STD)}
+    if init == "dcgan":
+        return {"kernel_initializer": keras.initializers.RandomNormal(0.0, _INIT_STD)}
+    if init == "truncated":
+        return {"kernel_initializer": keras.initializers.TruncatedNormal(0.0, _INIT_STD)}
+    return {}
+
+
 def _dcgan_plan(shape: tuple[int, ...]) -> tuple[int, int]:
     """(starting side, number of 2× up/down-sampling steps) for an image shape."""
     h, w, _ = shape
@@ -87,66 +114,69 @@ def _dcgan_plan(shape: tuple[int, ...]) -> tuple[int, int]:
     return dcgan_plan(h)
 
 
-def _dcgan_generator(shape, z_dim: int, base: int, block_convs: bool) -> keras.Model:
+def _dcgan_generator(shape, z_dim: int, base: int, block_convs: bool, init: str) -> keras.Model:
     side, steps = _dcgan_plan(shape)
     channels = base * 2 ** (steps - 1)
     z = keras.Input((z_dim,), name="z")
-    x = layers.Dense(side * side * channels, use_bias=False)(z)
-    x = layers.BatchNormalization(synchronized=True)(x)
+    x = layers.Dense(side * side * channels, use_bias=False, **initializers(init))(z)
+    x = layers.BatchNormalization(synchronized=True, **initializers(init, "batch_norm"))(x)
     x = layers.ReLU()(x)
     x = layers.Reshape((side, side, channels))(x)
     for _ in range(steps - 1):
         channels //= 2
-        x = layers.Conv2DTranspose(channels, 4, 2, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization(synchronized=True)(x)
+        x = layers.Conv2DTranspose(channels, 4, 2, padding="same", use_bias=False,
+                                   **initializers(init))(x)
+        x = layers.BatchNormalization(synchronized=True, **initializers(init, "batch_norm"))(x)
         x = layers.ReLU()(x)
     output_conv = BlockConv2DTranspose if block_convs else layers.Conv2DTranspose
-    x = output_conv(shape[-1], 4, 2, padding="same")(x)
+    x = output_conv(shape[-1], 4, 2, padding="same", **initializers(init))(x)
     out = layers.Activation("tanh", dtype="float32")(x)
     return keras.Model(z, out, name="generator")
 
 
-def _critic_norm(kind: str, constraint):
+def _critic_norm(kind: str, constraint, init: str):
     """The critic's normalisation layer; its scale and offset are clipped like every other
     critic parameter (the WGAN reference code clamps them all)."""
     kw = dict(beta_constraint=constraint, gamma_constraint=constraint)
     if kind == "layer":
         return layers.LayerNormalization(axis=[1, 2, 3], **kw)
     if kind == "batch":
-        return layers.BatchNormalization(synchronized=True, **kw)
+        return layers.BatchNormalization(synchronized=True, **kw,
+                                         **initializers(init, "batch_norm"))
     return None
 
 
-def _dcgan_critic(shape, base: int, norm: str, constraint, block_convs: bool) -> keras.Model:
+def _dcgan_critic(shape, base: int, norm: str, constraint, block_convs: bool,
+                  init: str) -> keras.Model:
     _, steps = _dcgan_plan(shape)
     kw = dict(kernel_constraint=constraint, bias_constraint=constraint)
     x_in = keras.Input(shape, name="x")
     x = x_in
     for i in range(steps):
         conv = BlockConv2D if block_convs and i == 0 else layers.Conv2D
-        x = conv(base * 2**i, 4, 2, padding="same", **kw)(x)
-        norm_layer = _critic_norm(norm, constraint) if i > 0 else None
+        x = conv(base * 2**i, 4, 2, padding="same", **kw, **initializers(init))(x)
+        norm_layer = _critic_norm(norm, constraint, init) if i > 0 else None
         if norm_layer is not None:
             x = norm_layer(x)
         x = layers.LeakyReLU(0.2)(x)
     x = layers.Flatten()(x)
-    out = layers.Dense(1, dtype="float32", **kw)(x)
+    out = layers.Dense(1, dtype="float32", **kw, **initializers(init))(x)
     return keras.Model(x_in, out, name="critic")
 
 
-def _mlp_generator(length: int, z_dim: int, hidden: int) -> keras.Model:
+def _mlp_generator(length: int, z_dim: int, hidden: int, init: str) -> keras.Model:
     z = keras.Input((z_dim,), name="z")
-    x = layers.LeakyReLU(0.2)(layers.Dense(hidden)(z))
-    out = layers.Dense(length, activation="sigmoid", dtype="float32")(x)
+    x = layers.LeakyReLU(0.2)(layers.Dense(hidden, **initializers(init))(z))
+    out = layers.Dense(length, activation="sigmoid", dtype="float32", **initializers(init))(x)
     return keras.Model(z, out, name="generator")
 
 
-def _mlp_critic(length: int, hidden: int, constraint) -> keras.Model:
+def _mlp_critic(length: int, hidden: int, constraint, init: str) -> keras.Model:
     kw = dict(kernel_constraint=constraint, bias_constraint=constraint)
     x_in = keras.Input((length,), name="x")
-    x = layers.LeakyReLU(0.2)(layers.Dense(hidden, **kw)(x_in))
-    x = layers.LeakyReLU(0.2)(layers.Dense(max(1, hidden // 4), **kw)(x))
-    out = layers.Dense(1, dtype="float32", **kw)(x)
+    x = layers.LeakyReLU(0.2)(layers.Dense(hidden, **kw, **initializers(init))(x_in))
+    x = layers.LeakyReLU(0.2)(layers.Dense(max(1, hidden // 4), **kw, **initializers(init))(x))
+    out = layers.Dense(1, dtype="float32", **kw, **initializers(init))(x)
     return keras.Model(x_in, out, name="critic")
 
 
@@ -164,9 +194,9 @@ def build_models(
     z_dim = latent_dim(config, shape)
     if model_arch(config, shape) == "mlp":
         (length,) = shape
-        return (_mlp_generator(length, z_dim, config.mlp_hidden),
-                _mlp_critic(length, config.mlp_hidden, constraint))
+        return (_mlp_generator(length, z_dim, config.mlp_hidden, config.init),
+                _mlp_critic(length, config.mlp_hidden, constraint, config.init))
     base = base_channels(config, shape)
     block_convs = xla and shape[-1] == 1
-    return (_dcgan_generator(shape, z_dim, base, block_convs),
-            _dcgan_critic(shape, base, config.critic_norm, constraint, block_convs))
+    return (_dcgan_generator(shape, z_dim, base, block_convs, config.init),
+            _dcgan_critic(shape, base, config.critic_norm, constraint, block_convs, config.init))

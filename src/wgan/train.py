@@ -39,7 +39,12 @@ from wgan.monitor import start_evaluations
 from wgan.prepared.format import PreparedMeta, read_meta, to_uint8
 from wgan.prepared.read import training_stream
 from wgan.training_log import ProgressGrids, TrainingLog
-from wgan.training_setup import TrainingSetup, build_training, critic_iterations
+from wgan.training_setup import (
+    TrainingSetup,
+    build_training,
+    critic_iterations,
+    learning_rate,
+)
 
 __all__ = ["TrainOutputs", "train"]
 
@@ -185,10 +190,9 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
 
 def _train_iteration(run: TrainingSetup, data, cfg, s: int, seed: int) -> dict:
     """Generator iteration ``s``: the critic updates, then the generator's; their metrics."""
-    lr = cfg.lr * (1.0 - s / cfg.steps) if cfg.lr_decay else cfg.lr
     if cfg.lr_decay:
-        for opt in (run.g_opt, run.c_opt):
-            opt.learning_rate.assign(lr)
+        for opt, spec in ((run.g_opt, cfg.generator), (run.c_opt, cfg.critic)):
+            opt.learning_rate.assign(learning_rate(spec, cfg, s))
     n_critic = critic_iterations(s, cfg.n_critic, cfg.critic_warmup)
     for k in range(n_critic):
         c_metrics = run.steps.critic_step(
@@ -198,7 +202,8 @@ def _train_iteration(run: TrainingSetup, data, cfg, s: int, seed: int) -> dict:
             tf.constant(update_seed(seed, s, GENERATOR, k), tf.int64))
     run.examples_seen.assign_add(n_critic * cfg.batch)
     run.step.assign(s + 1)
-    return {**c_metrics, **g_metrics, "lr": lr}
+    # The curves' lr is the generator's; the critic's is in the same proportion to its own.
+    return {**c_metrics, **g_metrics, "lr": learning_rate(cfg.generator, cfg, s)}
 
 
 def _save_models(run: TrainingSetup, params: Params, meta: PreparedMeta,

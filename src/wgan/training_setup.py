@@ -14,27 +14,34 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from wgan.config import ModelConfig, TrainConfig
+from wgan.config import ModelConfig, NetworkOptimizer, TrainConfig
 from wgan.models import build_models, latent_dim
 from wgan.steps import TrainSteps, compiles_with_xla, make_train_steps
 
 __all__ = ["BestSoFar", "TrainingSetup", "build_training", "critic_iterations",
-           "make_optimizer"]
+           "learning_rate", "make_optimizer"]
 
 
-def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
-    """The optimizer a resolved train config asks for (loss-scaled under mixed precision).
+def make_optimizer(spec: NetworkOptimizer, mixed_precision: bool) -> keras.optimizers.Optimizer:
+    """The optimizer of one network's resolved spec (``resolve_train(...).generator`` or
+    ``.critic``), loss-scaled under mixed precision.
 
     ``sgd`` (plain, no momentum) moves the weights in proportion to the gradient, which
     Adam and RMSprop largely normalise away: the replica tests use it to see the scale.
     """
-    if train.optimizer == "adam":
-        opt = keras.optimizers.Adam(train.lr, beta_1=train.beta1, beta_2=train.beta2)
-    elif train.optimizer == "sgd":
-        opt = keras.optimizers.SGD(train.lr)
+    if spec.optimizer == "adam":
+        opt = keras.optimizers.Adam(spec.lr, beta_1=spec.beta1, beta_2=spec.beta2)
+    elif spec.optimizer == "sgd":
+        opt = keras.optimizers.SGD(spec.lr)
     else:
-        opt = keras.optimizers.RMSprop(train.lr)
-    return keras.optimizers.LossScaleOptimizer(opt) if train.mixed_precision else opt
+        opt = keras.optimizers.RMSprop(spec.lr)
+    return keras.optimizers.LossScaleOptimizer(opt) if mixed_precision else opt
+
+
+def learning_rate(spec: NetworkOptimizer, train: TrainConfig, step: int) -> float:
+    """A network's learning rate at generator iteration ``step``: its own, decayed linearly
+    to 0 over ``train.steps`` with ``train.lr_decay`` (both networks in proportion)."""
+    return spec.lr * (1.0 - step / train.steps) if train.lr_decay else spec.lr
 
 
 def critic_iterations(step: int, n_critic: int, warmup: bool) -> int:
@@ -143,7 +150,8 @@ def build_training(model: ModelConfig, train: TrainConfig, shape: tuple[int, ...
     xla = compiles_with_xla(train, strategy)
     with strategy.scope():
         generator, critic = build_models(model, shape, train.clip, xla=xla and xla_layers)
-        g_opt, c_opt = make_optimizer(train), make_optimizer(train)
+        g_opt = make_optimizer(train.generator, train.mixed_precision)
+        c_opt = make_optimizer(train.critic, train.mixed_precision)
         g_opt.build(generator.trainable_variables)
         c_opt.build(critic.trainable_variables)
         ema_generator = None
