@@ -33,6 +33,7 @@ from wgan.config import (  # noqa: E402
     EvaluateConfig,
     InceptionConfig,
     ModelConfig,
+    Params,
     SampleConfig,
     parse_params,
 )
@@ -42,6 +43,7 @@ from wgan.evaluate import CLASSIFIER_KEYS, INCEPTION_KEYS, MASK_KEYS, evaluate  
 from wgan.metrics import inception  # noqa: E402
 from wgan.models import latent_dim  # noqa: E402
 from wgan.prepared.write import Source, write_prepared  # noqa: E402
+from wgan.reference import write_reference  # noqa: E402
 from wgan.sample import write_samples  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,12 +109,19 @@ def digits(tmp_path_factory) -> dict[str, Path]:
             "report": root / "report", "metrics": metrics}
 
 
+def score(data: dict[str, Path], out: Path, config: EvaluateConfig = EVALUATE) -> dict:
+    """The reference stage's features, then evaluate, as the pipeline runs them."""
+    reference = out / "reference"
+    write_reference(data["prepared"], data["classifier"], reference,
+                    Params(sample=SAMPLE, evaluate=config))
+    return evaluate(data["prepared"], data["samples"], data["classifier"], reference,
+                    out / "plots", config, SEED)
+
+
 @pytest.fixture(scope="module")
 def digits_eval(digits) -> tuple[dict, Path]:
-    plots = digits["root"] / "plots"
-    result = evaluate(digits["prepared"], digits["samples"], digits["classifier"], plots,
-                      EVALUATE, SEED)
-    return result, plots
+    result = score(digits, digits["root"])
+    return result, digits["root"] / "plots"
 
 
 def assert_paired_finite(section: dict, keys: tuple[str, ...]) -> None:
@@ -177,10 +186,9 @@ def test_garbage_scores_worse_than_its_floor(digits_eval) -> None:
 def test_inception_without_weights_is_null_with_reason(digits_eval, digits, weights) -> None:
     result, _ = digits_eval
     if weights is not None:
-        config = EvaluateConfig(**{**EVALUATE.__dict__,
-                                   "inception": InceptionConfig(weights=weights)})
-        result = evaluate(digits["prepared"], digits["samples"], digits["classifier"],
-                          digits["root"] / "plots-missing", config, SEED)
+        config = EvaluateConfig(**{**EVALUATE.__dict__, "inception": InceptionConfig(
+            model="keras", weights=weights)})
+        result = score(digits, digits["root"] / "missing", config)
         assert "missing.h5" in result["inception"]["reason"]
     assert result["inception"]["reason"]
     for key in INCEPTION_KEYS:
@@ -191,10 +199,9 @@ def test_broken_inception_weights_do_not_fail_evaluation(digits, tmp_path) -> No
     bad = tmp_path / "inception.h5"
     bad.write_bytes(b"not an h5 file")
     config = EvaluateConfig(n=20, kid_subsets=2, kid_subset_size=10, swd_patches=2,
-                            inception=InceptionConfig(weights=str(bad)))
-    result = evaluate(digits["prepared"], digits["samples"], digits["classifier"],
-                      tmp_path / "plots", config, SEED)
-    assert result["inception"]["reason"].startswith("inception failed")
+                            inception=InceptionConfig(model="keras", weights=str(bad)))
+    result = score(digits, tmp_path, config)
+    assert result["inception"]["reason"].startswith("inception unavailable")
     assert result["inception"]["fid"]["value"] is None
 
 
@@ -205,6 +212,10 @@ class FakeInception:
 
     def __init__(self, weights: str) -> None:
         self.sha256 = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+
+    def describe(self) -> dict[str, str]:
+        return {"name": "keras InceptionV3 (ImageNet)", "sha256": self.sha256,
+                "resize_filter": f"{self.resize_filter} to 299x299"}
 
     def features_and_probs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features = images.reshape(len(images), -1)[:, ::49].astype(np.float32)
@@ -218,15 +229,15 @@ def test_inception_metrics_with_local_weights(digits, tmp_path, monkeypatch) -> 
     weights = tmp_path / "inception.weights.h5"
     weights.write_bytes(b"weights")
     config = EvaluateConfig(n=40, kid_subsets=2, kid_subset_size=10, swd_patches=2,
-                            inception=InceptionConfig(weights=str(weights)))
-    result = evaluate(digits["prepared"], digits["samples"], digits["classifier"],
-                      tmp_path / "plots", config, SEED)
+                            inception=InceptionConfig(model="keras", weights=str(weights)))
+    result = score(digits, tmp_path, config)
     assert "reason" not in result["inception"]
     assert_paired_finite(result["inception"], INCEPTION_KEYS)
     assert result["inception"]["fid"]["value"] > result["inception"]["fid"]["floor"]
     assert result["protocol"]["inception"] == {
         "name": "keras InceptionV3 (ImageNet)", "resize_filter": "PIL.BICUBIC to 299x299",
-        "sha256": hashlib.sha256(b"weights").hexdigest()}
+        "sha256": hashlib.sha256(b"weights").hexdigest(), "protocol": "custom",
+        "n_samples": 40, "reference": {"split": "test", "n": 40}}
 
 
 def test_unlabelled_images_use_held_out_train_and_no_classifier(tmp_path) -> None:
@@ -237,8 +248,8 @@ def test_unlabelled_images_use_held_out_train_and_no_classifier(tmp_path) -> Non
     assert load_feature_extractor(tmp_path / "classifier") is None
     generator = garbage_generator(tmp_path / "generator.keras", SHAPE)
     write_samples(generator, prepared, tmp_path / "samples", tmp_path / "report", SAMPLE, SEED)
-    result = evaluate(prepared, tmp_path / "samples", tmp_path / "classifier",
-                      tmp_path / "plots", EVALUATE, SEED)
+    result = score({"prepared": prepared, "samples": tmp_path / "samples",
+                    "classifier": tmp_path / "classifier"}, tmp_path)
     assert result["protocol"]["reference_split"] == "train[:60]"
     assert result["protocol"]["n_samples"] == 60
     assert result["classifier"]["fid"]["value"] is None and result["classifier"]["reason"]
@@ -264,8 +275,8 @@ def test_masks_path(tmp_path) -> None:
     reread = [x.tobytes() for x, _ in mask_reader.load(data, tmp_path).splits["train"]]
     assert sorted(reread) == sorted(x.tobytes() for x in samples)
     train_classifier(prepared, tmp_path / "classifier", CLASSIFIER, SEED)
-    result = evaluate(prepared, tmp_path / "samples", tmp_path / "classifier",
-                      tmp_path / "plots", EVALUATE, SEED)
+    result = score({"prepared": prepared, "samples": tmp_path / "samples",
+                    "classifier": tmp_path / "classifier"}, tmp_path)
     assert set(result) == {"protocol", "masks"}
     assert_paired_finite(result["masks"], MASK_KEYS)
     assert result["masks"]["validity_rate"]["floor"] == 1.0
@@ -288,8 +299,9 @@ def test_stage_scripts_run_end_to_end(digits, tmp_path) -> None:
     commands = [
         ["sample.py", generator, generator, prepared, "samples", "reports/sample"],
         ["classifier.py", prepared, "models/classifier", "metrics/classifier.json"],
-        ["evaluate.py", prepared, "samples", "models/classifier", "metrics/eval.json",
-         "metrics/eval_plots"],
+        ["reference.py", prepared, "models/classifier", "data/reference"],
+        ["evaluate.py", prepared, "samples", "models/classifier", "data/reference",
+         "metrics/eval.json", "metrics/eval_plots"],
     ]
     for script, *args in commands:
         done = subprocess.run([sys.executable, str(ROOT / "stages" / script), *args],

@@ -126,6 +126,11 @@ class InceptionExtractor:
             classifier.input, [classifier.get_layer("avg_pool").output, classifier.output]
         )
 
+    def describe(self) -> dict[str, str | None]:
+        """The protocol entry: which network, which file, how images reach it."""
+        return {"name": "keras InceptionV3 (ImageNet)", "sha256": self.sha256,
+                "resize_filter": f"{self.resize_filter} to 299x299"}
+
     def _batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch = np.stack([_resize_to_inception(im) for im in images])
         features, probs = self._model.predict_on_batch(
@@ -223,6 +228,14 @@ class StandardInception:
             return features, tf.nn.softmax(logits)
 
         self._run = run
+
+    def describe(self) -> dict[str, str | None]:
+        """The protocol entry: which network, which file, how images reach it."""
+        return {"name": "TF Inception 2015-12-05 (pool_3, 1008 logits)", "file": self.path,
+                "member": self.member, "layout": self.layout, "sha256": self.sha256,
+                "resize_filter": f"{self.resize_filter} to 299x299",
+                "preprocessing": "uint8 as float32 in [0, 255], grey repeated to RGB, "
+                                 "resize, (x - 128) / 128"}
 
     def _batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features, probs = self._run(tf.constant(images))
