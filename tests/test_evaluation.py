@@ -52,7 +52,8 @@ from wgan.metrics.frechet import (  # noqa: E402
 from wgan.metrics.inception import StandardInception  # noqa: E402
 from wgan.models import latent_dim  # noqa: E402
 from wgan.prepared.write import Source, write_prepared  # noqa: E402
-from wgan.reference import read_reference, read_stats, write_reference  # noqa: E402
+from wgan.reference import write_reference  # noqa: E402
+from wgan.reference_stats import read_reference, read_stats  # noqa: E402
 from wgan.sample import write_samples  # noqa: E402
 from wgan.scoring import classifier_outputs, read_split  # noqa: E402
 

@@ -44,10 +44,11 @@ from wgan.config import PROTOCOLS, EvaluateConfig
 from wgan.files import atomic_path, npy_header, sha256_file
 from wgan.metrics.classes import classifier_score, inception_score
 from wgan.metrics.frechet import feature_statistics, frechet_distance
+from wgan.metrics.inception import load_inception
 from wgan.metrics.kid import kernel_inception_distance
 from wgan.metrics.masks import length_bins, mask_lengths
 from wgan.prepared.format import PreparedMeta, read_meta
-from wgan.reference import ReferenceStats, load_inception, read_reference, read_stats
+from wgan.reference_stats import ReferenceStats, read_reference, read_stats
 from wgan.scoring import (
     ClassifierScorer,
     MaskScorer,

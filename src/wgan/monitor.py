@@ -38,7 +38,7 @@ from wgan.config import EvaluateConfig, TrainConfig
 from wgan.generation import generate
 from wgan.health import HealthThresholds, run_health
 from wgan.prepared.format import PreparedMeta
-from wgan.reference import read_reference
+from wgan.reference_stats import read_reference
 from wgan.scoring import (
     ClassifierScorer,
     MaskScorer,

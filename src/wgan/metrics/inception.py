@@ -20,6 +20,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -27,9 +28,12 @@ import tensorflow as tf
 from PIL import Image
 
 from wgan.files import sha256_file
-from wgan.metrics.inception_graph import read_inception_graph
+from wgan.metrics.inception_graph import download_graph, read_inception_graph
 
-__all__ = ["INCEPTION_SIZE", "InceptionExtractor", "StandardInception",
+if TYPE_CHECKING:
+    from wgan.config import InceptionConfig
+
+__all__ = ["INCEPTION_SIZE", "InceptionExtractor", "StandardInception", "load_inception",
            "resolve_inception_weights"]
 
 INCEPTION_SIZE = 299
@@ -249,3 +253,23 @@ class StandardInception:
         Raises ValueError as :func:`_in_batches`.
         """
         return _in_batches(self._batch, images_uint8_nhwc, batch_size)
+
+
+def load_inception(config: InceptionConfig, cache_dir: str | Path | None = None
+                   ) -> tuple[StandardInception | InceptionExtractor | None, str | None]:
+    """The network ``evaluate.inception`` asks for, or (None, why it is unavailable).
+
+    Never raises on a missing, wrong or undownloadable file: Inception is optional.
+    """
+    try:
+        if config.model == "keras":
+            weights, reason = resolve_inception_weights(config.weights, config.download)
+            return (None, reason) if weights is None else (InceptionExtractor(weights), None)
+        if config.graph is None and not config.download:
+            return None, ("no standard Inception graph: set evaluate.inception.graph (or "
+                          "download: true with evaluate.inception.sha256)")
+        graph = config.graph or download_graph(
+            config.sha256, cache_dir or Path.home() / ".cache" / "wgan")
+        return StandardInception(graph, config.sha256), None
+    except Exception as err:  # Inception is optional: any failure is a reason, never fatal.
+        return None, f"inception unavailable: {err}"
