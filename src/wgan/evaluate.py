@@ -11,15 +11,21 @@ so score and floor always use equal sizes.
 
 Every metric is written as ``{"value": ..., "floor": ...}`` so ``dvc metrics diff``
 shows both; ``protocol`` records dataset, n, reference split, seed and each feature
-network's name and weights sha256 (Inception's also its resize filter), or null.
-Metric families:
+network's name and file sha256 (Inception's also its resize, preprocessing, preset and
+reference), or null. Reference features come from the ``reference`` stage
+(:mod:`wgan.reference_stats`). Metric families:
 
 * ``classifier`` (labelled images): FID, KID, precision/recall, classifier score, mode
   coverage and class-histogram KL in the domain classifier's feature space
   (:mod:`wgan.classifier`); nulls plus a reason when no classifier was trained.
-* ``inception`` (images): FID, KID and IS with ImageNet InceptionV3 at 299×299, only
-  when its weights are available; nulls plus a reason otherwise. Never fatal.
-* ``swd`` (images): sliced Wasserstein distance per Laplacian-pyramid level.
+* ``inception`` (images): FID, KID, IS (one split) and the published 10-split IS with
+  the standard 2015 Inception graph or Keras' InceptionV3
+  (:func:`wgan.metrics.inception.load_inception`), against the reference stage's
+  statistics, a published file (``evaluate.reference_stats``) or a preset
+  (``evaluate.protocol``: its own n, no floor); nulls plus a reason when no network is
+  available. Never fatal.
+* ``swd`` (images): sliced Wasserstein distance per Laplacian-pyramid level, and with
+  ``evaluate.swd_karras`` also ``swd_karras``, the PGGAN protocol's.
 * ``masks``: validity rate and length-distribution distances.
 
 Everything is held as uint8 arrays of n samples plus their features; feature
