@@ -4,8 +4,10 @@ The prepared set is MNIST-shaped and labelled (28×28×1, 10 classes): the 5,000
 digits, each shifted by up to ±2 pixels to make 10,000 train and 10,000 test images, so
 that ``n = 10,000`` is not shrunk to the bundled train split. The "generated" samples are
 another 10,000 shifted digits. The domain classifier is trained once beforehand
-(``wgan.classifier.train_classifier``, 1 epoch), off the clock. The timed call is what
-``stages/evaluate.py`` runs with the default ``evaluate`` params: features, FID, KID
+(``wgan.classifier.train_classifier``, 1 epoch), and the reference features
+(``wgan.reference.write_reference``, the ``reference`` stage) are computed, both off the
+clock. The timed call is what ``stages/evaluate.py`` runs with the default ``evaluate``
+params: the samples' features, FID, KID
 (100 subsets of 1,000), precision/recall (k=3), classifier score, mode coverage, class
 KL, and SWD, each with its real-vs-real floor; no Inception weights (those metrics are
 null, as offline).
@@ -59,15 +61,18 @@ def _fixture(n: int):
 
 
 def run(size: str = "default") -> list[Figure]:
-    from wgan.config import EvaluateConfig
+    from wgan.config import EvaluateConfig, Params
     from wgan.evaluate import evaluate
+    from wgan.reference import write_reference
 
     spec = SIZES[size]
     prepared, samples, classifier, plots = _fixture(spec["n"])
     config = EvaluateConfig(n=spec["n"]) if size != "quick" else EvaluateConfig(
         n=spec["n"], kid_subsets=5, kid_subset_size=50, swd_patches=8)
-    gate = gated(lambda: evaluate(prepared, samples, classifier, plots, config, seed=0),
-                 spec["repeats"])
+    reference = plots.parent / "reference"  # the reference stage, off the clock
+    write_reference(prepared, classifier, reference, Params(evaluate=config))
+    gate = gated(lambda: evaluate(prepared, samples, classifier, reference, plots, config,
+                                  seed=0), spec["repeats"])
     metrics, value = gate.values[-1], gate.median
     return [Figure(
         id="evaluate.mnist10k.seconds" if size != "quick" else "evaluate.quick.seconds",

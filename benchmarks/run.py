@@ -30,8 +30,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Order matters: input_pipeline compares with train_steps' figures, and in one process
 # train_steps (op determinism) must come after the others.
-MODULES = ["prepare", "evaluation", "dvc_pipeline", "train_steps", "input_pipeline"]
-SINGLE_PROCESS_ORDER = ["prepare", "evaluation", "dvc_pipeline", "input_pipeline", "train_steps"]
+MODULES = ["prepare", "evaluation", "inception", "dvc_pipeline", "train_steps", "input_pipeline"]
+SINGLE_PROCESS_ORDER = ["prepare", "evaluation", "inception", "dvc_pipeline", "input_pipeline",
+                        "train_steps"]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SIZES = ("quick", "default", "full")  # each size produces every figure of the smaller ones
 

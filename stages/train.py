@@ -9,16 +9,16 @@ from wgan.cli import run_stage  # noqa: E402
 from wgan.config import load_params  # noqa: E402
 from wgan.train import TrainOutputs, train  # noqa: E402
 
-USAGE = ("python stages/train.py PREPARED_DIR CLASSIFIER_DIR MODELS_DIR CHECKPOINTS_DIR "
-         "METRICS_JSON CURVES_TSV LOGS_DIR PROGRESS_DIR EVAL_CURVES_TSV LIVE_DIR")
+USAGE = ("python stages/train.py PREPARED_DIR CLASSIFIER_DIR REFERENCE_DIR MODELS_DIR "
+         "CHECKPOINTS_DIR METRICS_JSON CURVES_TSV LOGS_DIR PROGRESS_DIR EVAL_CURVES_TSV LIVE_DIR")
 
 
 def main(argv: list[str]) -> None:
-    prepared, classifier, *outs = argv
+    prepared, classifier, reference, *outs = argv
     summary = train(load_params("params.yaml"), prepared, TrainOutputs(*map(Path, outs)),
-                    classifier)
+                    classifier, reference)
     print({k: summary[k] for k in ("variant", "steps", "wasserstein", "images_per_s")})
 
 
 if __name__ == "__main__":
-    run_stage(main, USAGE, 10)
+    run_stage(main, USAGE, 11)

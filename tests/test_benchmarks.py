@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = {"prepare", "evaluation", "dvc_pipeline", "train_steps", "input_pipeline"}
+MODULES = {"prepare", "evaluation", "inception", "dvc_pipeline", "train_steps",
+           "input_pipeline"}
 
 
 def test_every_benchmark_runs_quick_and_reports(tmp_path):

@@ -47,6 +47,25 @@ def test_repository_params_are_valid_and_complete():
         ({"sample": {"n": 3}}, r"evaluate.pr_k: value 3 needs more .* min\(sample.n, "
                                r"evaluate.n\) is 3; raise sample.n and evaluate.n"),
         ({"evaluate": {"n": 500, "pr_k": 500}}, r"evaluate.pr_k: value 500 .* is 500"),
+        ({"evaluate": {"inception": {"weights": "w.h5"}}},
+         r"evaluate.inception.weights: a Keras InceptionV3 file, read only with "
+         r"evaluate.inception.model: keras"),
+        ({"evaluate": {"inception": {"model": "keras", "graph": "g.pb"}}},
+         r"evaluate.inception.graph/sha256: .*model is 'keras'"),
+        ({"evaluate": {"inception": {"download": True}}},
+         r"evaluate.inception.download: .* only against a pinned checksum; set "
+         r"evaluate.inception.sha256"),
+        ({"evaluate": {"inception": {"sha256": "abc"}}}, r"evaluate.inception.sha256: 'abc' is "
+                                                         r"not 64 hex digits"),
+        ({"evaluate": {"protocol": "fid50k_train"}},
+         r"evaluate.protocol: 'fid50k_train' needs the standard Inception network"),
+        ({"evaluate": {"reference_stats": "s.npz", "inception": {"model": "keras"}}},
+         r"evaluate.reference_stats: 's.npz' needs the standard Inception network"),
+        ({"evaluate": {"protocol": "fid50k_train", "inception": {"graph": "g.pb"}}},
+         r"evaluate.protocol: fid50k_train scores 50000 samples, but sample.n is 10000; "
+         r"raise sample.n"),
+        ({"evaluate": {"protocol": "fid5k"}}, r"evaluate.protocol: unknown choice 'fid5k'; "
+                                              r"allowed: null, fid50k_train, fid10k_test"),
         ({"train": {"variant": "wgan", "optimizer": "rmsprop", "beta1": 0.9}},
          r"train.beta1: .* only used by optimizer 'adam', but the optimizer is 'rmsprop'"),
         ({"train": {"optimizer": "rmsprop", "beta2": 0.99}},

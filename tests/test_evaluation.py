@@ -26,13 +26,17 @@ import yaml
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+from inception_standin import standin_graph_bytes  # noqa: E402
 
 from wgan.classifier import load_feature_extractor, train_classifier  # noqa: E402
 from wgan.config import (  # noqa: E402
+    PROTOCOLS,
     ClassifierConfig,
     EvaluateConfig,
     InceptionConfig,
     ModelConfig,
+    Params,
+    Protocol,
     SampleConfig,
     parse_params,
 )
@@ -40,9 +44,18 @@ from wgan.datasets import masks as mask_reader  # noqa: E402
 from wgan.datasets.safe_pickle import load_pickle  # noqa: E402
 from wgan.evaluate import CLASSIFIER_KEYS, INCEPTION_KEYS, MASK_KEYS, evaluate  # noqa: E402
 from wgan.metrics import inception  # noqa: E402
+from wgan.metrics.frechet import (  # noqa: E402
+    feature_statistics,
+    fid_from_features,
+    frechet_distance,
+)
+from wgan.metrics.inception import StandardInception  # noqa: E402
 from wgan.models import latent_dim  # noqa: E402
 from wgan.prepared.write import Source, write_prepared  # noqa: E402
+from wgan.reference import write_reference  # noqa: E402
+from wgan.reference_stats import read_reference, read_stats  # noqa: E402
 from wgan.sample import write_samples  # noqa: E402
+from wgan.scoring import classifier_outputs, read_split  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (28, 28, 1)
@@ -107,12 +120,19 @@ def digits(tmp_path_factory) -> dict[str, Path]:
             "report": root / "report", "metrics": metrics}
 
 
+def score(data: dict[str, Path], out: Path, config: EvaluateConfig = EVALUATE) -> dict:
+    """The reference stage's features, then evaluate, as the pipeline runs them."""
+    reference = out / "reference"
+    write_reference(data["prepared"], data["classifier"], reference,
+                    Params(sample=SAMPLE, evaluate=config))
+    return evaluate(data["prepared"], data["samples"], data["classifier"], reference,
+                    out / "plots", config, SEED)
+
+
 @pytest.fixture(scope="module")
 def digits_eval(digits) -> tuple[dict, Path]:
-    plots = digits["root"] / "plots"
-    result = evaluate(digits["prepared"], digits["samples"], digits["classifier"], plots,
-                      EVALUATE, SEED)
-    return result, plots
+    result = score(digits, digits["root"])
+    return result, digits["root"] / "plots"
 
 
 def assert_paired_finite(section: dict, keys: tuple[str, ...]) -> None:
@@ -177,10 +197,9 @@ def test_garbage_scores_worse_than_its_floor(digits_eval) -> None:
 def test_inception_without_weights_is_null_with_reason(digits_eval, digits, weights) -> None:
     result, _ = digits_eval
     if weights is not None:
-        config = EvaluateConfig(**{**EVALUATE.__dict__,
-                                   "inception": InceptionConfig(weights=weights)})
-        result = evaluate(digits["prepared"], digits["samples"], digits["classifier"],
-                          digits["root"] / "plots-missing", config, SEED)
+        config = EvaluateConfig(**{**EVALUATE.__dict__, "inception": InceptionConfig(
+            model="keras", weights=weights)})
+        result = score(digits, digits["root"] / "missing", config)
         assert "missing.h5" in result["inception"]["reason"]
     assert result["inception"]["reason"]
     for key in INCEPTION_KEYS:
@@ -191,10 +210,9 @@ def test_broken_inception_weights_do_not_fail_evaluation(digits, tmp_path) -> No
     bad = tmp_path / "inception.h5"
     bad.write_bytes(b"not an h5 file")
     config = EvaluateConfig(n=20, kid_subsets=2, kid_subset_size=10, swd_patches=2,
-                            inception=InceptionConfig(weights=str(bad)))
-    result = evaluate(digits["prepared"], digits["samples"], digits["classifier"],
-                      tmp_path / "plots", config, SEED)
-    assert result["inception"]["reason"].startswith("inception failed")
+                            inception=InceptionConfig(model="keras", weights=str(bad)))
+    result = score(digits, tmp_path, config)
+    assert result["inception"]["reason"].startswith("inception unavailable")
     assert result["inception"]["fid"]["value"] is None
 
 
@@ -205,6 +223,10 @@ class FakeInception:
 
     def __init__(self, weights: str) -> None:
         self.sha256 = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+
+    def describe(self) -> dict[str, str]:
+        return {"name": "keras InceptionV3 (ImageNet)", "sha256": self.sha256,
+                "resize_filter": f"{self.resize_filter} to 299x299"}
 
     def features_and_probs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features = images.reshape(len(images), -1)[:, ::49].astype(np.float32)
@@ -218,15 +240,15 @@ def test_inception_metrics_with_local_weights(digits, tmp_path, monkeypatch) -> 
     weights = tmp_path / "inception.weights.h5"
     weights.write_bytes(b"weights")
     config = EvaluateConfig(n=40, kid_subsets=2, kid_subset_size=10, swd_patches=2,
-                            inception=InceptionConfig(weights=str(weights)))
-    result = evaluate(digits["prepared"], digits["samples"], digits["classifier"],
-                      tmp_path / "plots", config, SEED)
+                            inception=InceptionConfig(model="keras", weights=str(weights)))
+    result = score(digits, tmp_path, config)
     assert "reason" not in result["inception"]
     assert_paired_finite(result["inception"], INCEPTION_KEYS)
     assert result["inception"]["fid"]["value"] > result["inception"]["fid"]["floor"]
     assert result["protocol"]["inception"] == {
         "name": "keras InceptionV3 (ImageNet)", "resize_filter": "PIL.BICUBIC to 299x299",
-        "sha256": hashlib.sha256(b"weights").hexdigest()}
+        "sha256": hashlib.sha256(b"weights").hexdigest(), "protocol": "custom",
+        "n_samples": 40, "reference": {"split": "test", "n": 40}}
 
 
 def test_unlabelled_images_use_held_out_train_and_no_classifier(tmp_path) -> None:
@@ -237,8 +259,8 @@ def test_unlabelled_images_use_held_out_train_and_no_classifier(tmp_path) -> Non
     assert load_feature_extractor(tmp_path / "classifier") is None
     generator = garbage_generator(tmp_path / "generator.keras", SHAPE)
     write_samples(generator, prepared, tmp_path / "samples", tmp_path / "report", SAMPLE, SEED)
-    result = evaluate(prepared, tmp_path / "samples", tmp_path / "classifier",
-                      tmp_path / "plots", EVALUATE, SEED)
+    result = score({"prepared": prepared, "samples": tmp_path / "samples",
+                    "classifier": tmp_path / "classifier"}, tmp_path)
     assert result["protocol"]["reference_split"] == "train[:60]"
     assert result["protocol"]["n_samples"] == 60
     assert result["classifier"]["fid"]["value"] is None and result["classifier"]["reason"]
@@ -264,8 +286,8 @@ def test_masks_path(tmp_path) -> None:
     reread = [x.tobytes() for x, _ in mask_reader.load(data, tmp_path).splits["train"]]
     assert sorted(reread) == sorted(x.tobytes() for x in samples)
     train_classifier(prepared, tmp_path / "classifier", CLASSIFIER, SEED)
-    result = evaluate(prepared, tmp_path / "samples", tmp_path / "classifier",
-                      tmp_path / "plots", EVALUATE, SEED)
+    result = score({"prepared": prepared, "samples": tmp_path / "samples",
+                    "classifier": tmp_path / "classifier"}, tmp_path)
     assert set(result) == {"protocol", "masks"}
     assert_paired_finite(result["masks"], MASK_KEYS)
     assert result["masks"]["validity_rate"]["floor"] == 1.0
@@ -288,8 +310,9 @@ def test_stage_scripts_run_end_to_end(digits, tmp_path) -> None:
     commands = [
         ["sample.py", generator, generator, prepared, "samples", "reports/sample"],
         ["classifier.py", prepared, "models/classifier", "metrics/classifier.json"],
-        ["evaluate.py", prepared, "samples", "models/classifier", "metrics/eval.json",
-         "metrics/eval_plots"],
+        ["reference.py", prepared, "models/classifier", "data/reference"],
+        ["evaluate.py", prepared, "samples", "models/classifier", "data/reference",
+         "metrics/eval.json", "metrics/eval_plots"],
     ]
     for script, *args in commands:
         done = subprocess.run([sys.executable, str(ROOT / "stages" / script), *args],
@@ -300,3 +323,118 @@ def test_stage_scripts_run_end_to_end(digits, tmp_path) -> None:
     assert result["protocol"]["n_samples"] == 40
     assert_paired_finite(result["classifier"], CLASSIFIER_KEYS)
     assert (tmp_path / "reports/sample/grid.png").is_file()
+
+
+# --- The standard Inception network, reference statistics and presets ------------------
+
+
+@pytest.fixture(scope="module")
+def standin_graph(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("graph") / "inception.pb"
+    path.write_bytes(standin_graph_bytes("tfgan"))
+    return path
+
+
+def _standard(graph: Path, **evaluate_keys) -> EvaluateConfig:
+    return EvaluateConfig(**{**EVALUATE.__dict__, "inception": InceptionConfig(graph=str(graph)),
+                             **evaluate_keys})
+
+
+def test_standard_inception_scores_against_the_reference_stage(digits, standin_graph,
+                                                               tmp_path) -> None:
+    result = score(digits, tmp_path, _standard(standin_graph))
+    assert_paired_finite(result["inception"], INCEPTION_KEYS)
+    assert result["inception"]["fid"]["value"] > result["inception"]["fid"]["floor"]
+    entry = result["protocol"]["inception"]
+    assert entry["sha256"] == hashlib.sha256(standin_graph.read_bytes()).hexdigest()
+    assert entry["protocol"] == "custom" and entry["reference"] == {"split": "test", "n": 100}
+    assert "ResizeBilinear" in entry["resize_filter"] and "(x - 128) / 128" in \
+        entry["preprocessing"]
+    # The reference stage's file is TTUR's layout, of the first n test images' features.
+    network = StandardInception(standin_graph)
+    test_images = read_split(digits["prepared"], "test", 100)[0]
+    stats = read_stats(tmp_path / "reference" / "inception.npz")
+    mu, sigma = feature_statistics(network.features_and_probs(test_images)[0])
+    np.testing.assert_allclose(stats.mu, mu, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(stats.sigma, sigma, rtol=1e-5, atol=1e-5)
+
+
+def test_fid_against_a_published_statistics_file(digits, standin_graph, tmp_path) -> None:
+    network = StandardInception(standin_graph)
+    train_images = read_split(digits["prepared"], "train", 150)[0]
+    mu, sigma = feature_statistics(network.features_and_probs(train_images)[0])
+    published = tmp_path / "fid_stats_train.npz"
+    np.savez(published, mu=mu, sigma=sigma)  # TTUR's layout
+    result = score(digits, tmp_path, _standard(standin_graph, reference_stats=str(published)))
+    samples = np.load(digits["samples"] / "samples.npz")["x"][:100]
+    expected = frechet_distance(*feature_statistics(network.features_and_probs(samples)[0]),
+                                mu, sigma)
+    assert result["inception"]["fid"]["value"] == pytest.approx(expected, rel=1e-9)
+    assert result["inception"]["kid_mean"] == {"value": None, "floor": None}
+    assert math.isfinite(result["inception"]["fid"]["floor"])
+    assert result["protocol"]["inception"]["reference"] == {
+        "published": str(published), "sha256": hashlib.sha256(published.read_bytes()).hexdigest()}
+
+
+def test_a_preset_scores_its_own_n_against_its_split(digits, standin_graph, tmp_path,
+                                                     monkeypatch) -> None:
+    monkeypatch.setitem(PROTOCOLS, "fid10k_test", Protocol(110, "test"))  # a small preset
+    result = score(digits, tmp_path, _standard(standin_graph, protocol="fid10k_test"))
+    entry = result["protocol"]["inception"]
+    assert entry["protocol"] == "fid10k_test" and entry["n_samples"] == 110
+    assert entry["reference"] == {"split": "test", "n": 100}  # the whole (smaller) split
+    assert result["inception"]["fid"]["floor"] is None  # published protocols have none
+    assert math.isfinite(result["inception"]["fid"]["value"])
+    assert math.isfinite(result["inception"]["is10_std"]["value"])
+    with np.load(tmp_path / "reference" / "inception.npz") as npz:
+        assert sorted(npz.files) == ["mu", "sigma"]
+
+
+@pytest.mark.parametrize(("arrays", "match"), [
+    ({"mu": np.zeros(4), "sigma": np.zeros((3, 3))}, r"shapes .* are not mu \[D\]"),
+    ({"mu": np.zeros(4)}, "no 'mu' and 'sigma'"),
+    ({"mu": np.array([None] * 4), "sigma": np.zeros((4, 4))}, "not floats"),
+    ({"mu": np.zeros(4), "sigma": np.full((4, 4), np.nan)}, "NaN"),
+])
+def test_untrusted_statistics_files_are_refused_in_one_line(tmp_path, arrays, match) -> None:
+    path = tmp_path / "stats.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=match) as err:
+        read_stats(path, "fix it")
+    assert "\n" not in str(err.value) and str(err.value).startswith(str(path))
+    path.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(ValueError, match="not a complete .npz"):
+        read_stats(path, "fix it")
+
+
+def test_reference_features_of_another_classifier_are_refused(digits, tmp_path) -> None:
+    write_reference(digits["prepared"], digits["classifier"], tmp_path,
+                    Params(sample=SAMPLE, evaluate=EVALUATE))
+    with pytest.raises(ValueError, match=r"computed with extractor \w+ on 100 test images, "
+                                         r"but 50 test images with 0+ are needed; re-run"):
+        read_reference(tmp_path, "classifier", "0" * 64, "test", 50)
+    with pytest.raises(ValueError, match="no inception statistics"):
+        read_reference(tmp_path, "inception", "0" * 64, "test", 50)
+
+
+def test_swd_karras_is_reported_beside_swd_when_asked(digits, tmp_path) -> None:
+    config = EvaluateConfig(**{**EVALUATE.__dict__, "swd_karras": True})
+    result = score(digits, tmp_path, config)
+    assert_paired_finite(result["swd_karras"], ("28x28", "avg"))
+    assert result["swd_karras"]["avg"]["value"] > result["swd_karras"]["avg"]["floor"]
+
+
+def test_evaluate_reads_the_first_n_reference_features(digits, tmp_path) -> None:
+    # The reference stage keeps features of all 100 test images; evaluate at n=40 must
+    # score against the first 40 only, exactly as featurising them itself would.
+    config = EvaluateConfig(**{**EVALUATE.__dict__, "n": 40})
+    write_reference(digits["prepared"], digits["classifier"], tmp_path / "reference",
+                    Params(sample=SAMPLE, evaluate=EVALUATE))
+    result = evaluate(digits["prepared"], digits["samples"], digits["classifier"],
+                      tmp_path / "reference", tmp_path / "plots", config, SEED)
+    extractor = load_feature_extractor(digits["classifier"])
+    samples = np.load(digits["samples"] / "samples.npz")["x"][:40]
+    reference = read_split(digits["prepared"], "test", 40)[0]
+    expected = fid_from_features(classifier_outputs(extractor, samples)[0],
+                                 classifier_outputs(extractor, reference)[0])
+    assert result["classifier"]["fid"]["value"] == expected

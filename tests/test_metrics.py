@@ -8,6 +8,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import scipy.ndimage
 from scipy import linalg
 
 from wgan.metrics import inception
@@ -24,7 +25,7 @@ from wgan.metrics.masks import (
     validity_rate,
 )
 from wgan.metrics.precision_recall import precision_recall
-from wgan.metrics.swd import sliced_wasserstein_distance
+from wgan.metrics.swd import sliced_wasserstein_distance, sliced_wasserstein_karras
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -204,6 +205,66 @@ def test_swd_rejects_bad_input() -> None:
         sliced_wasserstein_distance(images, images[:3])
     with pytest.raises(ValueError):
         sliced_wasserstein_distance(images.astype(np.float32), images.astype(np.float32))
+
+
+def _karras_reference_swd(a: np.ndarray, b: np.ndarray, seed: int) -> list[float]:
+    """The PGGAN protocol written out from Karras et al.'s description, NCHW with 2-D
+    convolutions and its own RNG: an independent check of the port's numbers."""
+    rng = np.random.RandomState(seed)
+    kernel = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1])[None, None].astype(np.float32) / 256
+
+    def pyramid(x):
+        levels = [np.float32(x.transpose(0, 3, 1, 2))]
+        while levels[-1].shape[2] // 2 >= 16:
+            down = scipy.ndimage.convolve(levels[-1], kernel, mode="mirror")[:, :, ::2, ::2]
+            up = np.zeros_like(levels[-1])
+            up[:, :, ::2, ::2] = down
+            levels[-1] = levels[-1] - scipy.ndimage.convolve(up, kernel * 4, mode="mirror")
+            levels.append(down)
+        return levels
+
+    def descriptors(level):
+        n, c, h, w = level.shape
+        rows = rng.randint(3, h - 3, size=n * 128)
+        cols = rng.randint(3, w - 3, size=n * 128)
+        d = np.stack([level[i // 128, :, y - 3:y + 4, x - 3:x + 4]
+                      for i, (y, x) in enumerate(zip(rows, cols, strict=True))])
+        d = (d - d.mean(axis=(0, 2, 3), keepdims=True)) / d.std(axis=(0, 2, 3), keepdims=True)
+        return d.reshape(len(d), -1)
+
+    out = []
+    for la, lb in zip(pyramid(a), pyramid(b), strict=True):
+        da, db = descriptors(la), descriptors(lb)
+        dists = []
+        for _ in range(4):
+            dirs = rng.randn(da.shape[1], 128)
+            dirs /= np.sqrt((dirs ** 2).sum(axis=0, keepdims=True))
+            dists.append(np.abs(np.sort(da @ dirs, axis=0) - np.sort(db @ dirs, axis=0)).mean())
+        out.append(1e3 * np.mean(dists))
+    return out
+
+
+def test_swd_karras_matches_the_reference_protocol() -> None:
+    a = _smooth_images(150, 32, 3, seed=21)
+    b = np.clip(_smooth_images(150, 32, 3, seed=22).astype(int) * 1.3 - 30, 0, 255)
+    b = b.astype(np.uint8)
+    ours = sliced_wasserstein_karras(a, b, seed=1)
+    assert list(ours) == ["32x32", "16x16", "avg"]
+    reference = _karras_reference_swd(a, b, seed=2)
+    np.testing.assert_allclose([ours["32x32"], ours["16x16"]], reference, rtol=0.1)
+    assert ours["avg"] == pytest.approx(np.mean(reference), rel=0.1)
+
+
+def test_swd_karras_normalizes_each_set_and_stops_at_16px() -> None:
+    images = _smooth_images(100, 28, 1, seed=23)
+    brighter = (images.astype(np.float32) * 0.5 + 60).astype(np.uint8)
+    same = sliced_wasserstein_karras(images, images.copy(), seed=3)
+    shifted = sliced_wasserstein_karras(images, brighter, seed=3)
+    assert list(same) == ["28x28", "avg"]  # 14 px < 16: one level, as in the paper
+    assert shifted["avg"] < 2 * same["avg"]  # blind to brightness and contrast
+    assert sliced_wasserstein_distance(images, brighter, **SWD_ARGS)["avg"] > 10 * shifted["avg"]
+    with pytest.raises(ValueError):
+        sliced_wasserstein_karras(images, images[:3])
 
 
 # --- Classifier-based metrics -----------------------------------------------

@@ -17,6 +17,7 @@ from wgan.generation import generate
 from wgan.health import run_health
 from wgan.monitor import build_monitor
 from wgan.prepared.format import read_meta
+from wgan.reference import write_reference
 from wgan.sample import write_samples
 from wgan.train import TrainOutputs, train
 
@@ -25,12 +26,14 @@ EVAL = {"eval_every": 2, "eval_n": 40, "target_ratio": 1000.0}
 
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory):
-    """Digits with a trained domain classifier, as the pipeline's classifier stage makes."""
+    """Digits with a trained domain classifier and reference features, as the pipeline's
+    classifier and reference stages make."""
     root = tmp_path_factory.mktemp("labelled")
     prepared = write_digit_dataset(root / "prepared", n_train=96, n_test=48)
     params = parse_params({"classifier": {"epochs": 1, "batch": 32}})
     train_classifier(prepared, root / "classifier", params.classifier, 0)
-    return prepared, root / "classifier"
+    write_reference(prepared, root / "classifier", root / "reference", params)
+    return prepared, root / "classifier", root / "reference"
 
 
 def _params(**train):
@@ -44,9 +47,9 @@ def _curve(out: TrainOutputs) -> list[dict]:
 
 
 def test_evaluations_write_a_curve_and_keep_the_best_generator(tmp_path, labelled):
-    prepared, classifier = labelled
+    prepared, classifier, reference = labelled
     out = TrainOutputs.under(tmp_path)
-    summary = train(_params(), prepared, out, classifier)
+    summary = train(_params(), prepared, out, classifier, reference)
     rows = _curve(out)
     assert [r["step"] for r in rows] == [2, 4, 6]
     assert {"fid", "recall", "mode_coverage", "swd"} <= set(rows[0])
@@ -65,21 +68,21 @@ def test_evaluations_write_a_curve_and_keep_the_best_generator(tmp_path, labelle
     assert live["step"] == 6 and live["eval"]["fid"] == pytest.approx(rows[-1]["fid"], rel=1e-5)
     # generator_best.keras is the generator at the best evaluation: scored again, it gives
     # that evaluation's FID.
-    monitor = build_monitor(prepared, classifier, read_meta(prepared), 40, 0)
+    monitor = build_monitor(prepared, classifier, reference, read_meta(prepared), 40, 0)
     best_model = keras.models.load_model(out.models / "generator_best.keras", compile=False)
     assert monitor.score(best_model)["fid"] == pytest.approx(best["fid"], rel=1e-4)
 
 
 def test_the_curves_last_point_is_what_the_evaluate_stage_scores(tmp_path, labelled):
     # Same samples (the sample stage draws the same noise first), same scorers.
-    prepared, classifier = labelled
+    prepared, classifier, reference = labelled
     out = TrainOutputs.under(tmp_path / "run")
-    train(_params(eval_n=48), prepared, out, classifier)
+    train(_params(eval_n=48), prepared, out, classifier, reference)
     last = _curve(out)[-1]
     write_samples(out.models / "generator.keras", prepared, tmp_path / "samples",
                   tmp_path / "report", SampleConfig(n=48), 0)
-    metrics = evaluate(prepared, tmp_path / "samples", classifier, tmp_path / "plots",
-                       EvaluateConfig(n=48), 0)
+    metrics = evaluate(prepared, tmp_path / "samples", classifier, reference,
+                       tmp_path / "plots", EvaluateConfig(n=48), 0)
     for name in ("fid", "recall", "precision", "mode_coverage", "classifier_score"):
         assert last[name] == pytest.approx(metrics["classifier"][name]["value"], rel=1e-4,
                                            abs=1e-6), name
@@ -87,12 +90,12 @@ def test_the_curves_last_point_is_what_the_evaluate_stage_scores(tmp_path, label
 
 
 def test_a_resumed_run_keeps_its_best_and_its_curve(tmp_path, labelled):
-    prepared, classifier = labelled
+    prepared, classifier, reference = labelled
     straight = TrainOutputs.under(tmp_path / "straight")
-    whole = train(_params(), prepared, straight, classifier)
+    whole = train(_params(), prepared, straight, classifier, reference)
     resumed = TrainOutputs.under(tmp_path / "resumed")
-    train(_params(steps=4), prepared, resumed, classifier)
-    again = train(_params(), prepared, resumed, classifier)
+    train(_params(steps=4), prepared, resumed, classifier, reference)
+    again = train(_params(), prepared, resumed, classifier, reference)
     for key in ("best_fid", "best_step", "final_fid", "target_step"):
         assert again[key] == whole[key], key
     strip = [{k: v for k, v in r.items() if k not in ("train_seconds", "eval_seconds")}
@@ -102,9 +105,9 @@ def test_a_resumed_run_keeps_its_best_and_its_curve(tmp_path, labelled):
 
 
 def test_without_evaluations_the_final_generator_stands_in_for_the_best(tmp_path, labelled):
-    prepared, classifier = labelled
+    prepared, classifier, reference = labelled
     out = TrainOutputs.under(tmp_path)
-    summary = train(_params(eval_every=None), prepared, out, classifier)
+    summary = train(_params(eval_every=None), prepared, out, classifier, reference)
     assert summary["primary_metric"] is None and summary["best_step"] is None
     assert not out.eval_curves.exists()
     final, best = (keras.models.load_model(out.models / name, compile=False)
@@ -123,7 +126,7 @@ def _generator(path, seed: int):
 
 @pytest.mark.parametrize("choice", ["final", "best"])
 def test_sample_generator_picks_the_final_or_the_best(tmp_path, labelled, choice):
-    prepared, _ = labelled
+    prepared, *_ = labelled
     generators = {"final": _generator(tmp_path / "generator.keras", 1),
                   "best": _generator(tmp_path / "generator_best.keras", 2)}
     write_params(tmp_path, sample={"n": 16, "batch": 8, "generator": choice})
@@ -139,10 +142,10 @@ def test_sample_generator_picks_the_final_or_the_best(tmp_path, labelled, choice
 
 
 def test_the_run_health_is_judged_from_the_runs_curve(tmp_path, labelled):
-    prepared, classifier = labelled
+    prepared, classifier, reference = labelled
     out = TrainOutputs.under(tmp_path)
     params = _params()
-    summary = train(params, prepared, out, classifier)
+    summary = train(params, prepared, out, classifier, reference)
     rows = _curve(out)
     last = rows[-1]
     expected = run_health([(int(r["step"]), r["fid"]) for r in rows], lower_is_better=True,

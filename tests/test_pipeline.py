@@ -55,7 +55,10 @@ def repo(tmp_path_factory) -> Path:
 
 def test_dvc_repro_then_experiment_reruns_only_what_changed(repo):
     first = _run(["dvc", "repro"], repo)
-    assert _stages_run(first) == {"prepare", "train", "sample", "classifier", "evaluate"}
+    assert _stages_run(first) == {"prepare", "classifier", "reference", "train", "sample",
+                                  "evaluate"}
+    info = json.loads((repo / "data/reference/mnist/info.json").read_text())
+    assert info["classifier"]["file"] == "classifier.npz" and "reason" in info["inception"]
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     for key in ("fid", "kid", "precision", "recall", "mode_coverage", "swd"):
         assert key in json.dumps(metrics), key

@@ -235,9 +235,10 @@ def test_train_stage_refuses_a_meta_json_whose_shape_the_shards_contradict(tmp_p
     work = _workdir(tmp_path, train=TINY_TRAIN, model=TINY_MODEL)
     meta_json = work / "data/prepared/mnist/meta.json"
     meta_json.write_text(json.dumps({**json.loads(meta_json.read_text()), "shape": [784]}))
-    done = _stage(work, "train.py", "data/prepared/mnist", "models/classifier", "models",
-                  "models/checkpoints", "metrics/train.json", "metrics/train_curves.tsv",
-                  "logs/train", "reports/train", "metrics/eval_curves.tsv", "dvclive/train")
+    done = _stage(work, "train.py", "data/prepared/mnist", "models/classifier",
+                  "data/reference/mnist", "models", "models/checkpoints", "metrics/train.json",
+                  "metrics/train_curves.tsv", "logs/train", "reports/train",
+                  "metrics/eval_curves.tsv", "dvclive/train")
     line = _one_line(done)
     assert re.fullmatch(r"error: data/prepared/mnist/train-00000-of-00002.tfrecord.gz: its first "
                         r"sample holds values up to 255, but meta.json's shape \[784\] is a "
@@ -275,7 +276,7 @@ def test_a_killed_sample_leaves_no_samples_file_and_evaluate_says_so_in_one_line
     _kill_once_writing(proc, work)
     assert not (work / "samples/samples.npz").exists()
     evaluate = ["evaluate.py", "data/prepared/mnist", "samples", "models/classifier",
-                "metrics/eval.json", "metrics/eval_plots"]
+                "data/reference/mnist", "metrics/eval.json", "metrics/eval_plots"]
     assert _one_line(_stage(work, *evaluate)) == (
         "error: samples/samples.npz not found; run `dvc repro sample`")
     # What an in-place write would have left: the killed write's partial file, as the output.

@@ -36,9 +36,9 @@ from wgan.training_log import CurveFile
 from wgan.training_setup import critic_iterations
 
 STAGE = [sys.executable, str(ROOT / "stages/train.py"), "data/prepared/mnist",
-         "models/classifier", "models", "models/checkpoints", "metrics/train.json",
-         "metrics/train_curves.tsv", "logs/train", "reports/train", "metrics/eval_curves.tsv",
-         "dvclive/train"]
+         "models/classifier", "data/reference/mnist", "models", "models/checkpoints",
+         "metrics/train.json", "metrics/train_curves.tsv", "logs/train", "reports/train",
+         "metrics/eval_curves.tsv", "dvclive/train"]
 
 
 def _params(**train):

@@ -44,6 +44,9 @@ __all__ = [
     "SampleConfig",
     "ClassifierConfig",
     "EvaluateConfig",
+    "InceptionConfig",
+    "PROTOCOLS",
+    "Protocol",
     "load_params",
     "parse_params",
     "resolve_train",
@@ -219,8 +222,26 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class InceptionConfig:
-    weights: str | None = None
+    """``standard``: the 2015-12-05 TF graph of published FIDs (``graph``, or downloaded
+    against the pinned ``sha256``); ``keras``: Keras' ImageNet InceptionV3 (``weights``)."""
+
+    model: str = _choice("standard", "keras", default="standard")
+    graph: str | None = None
+    sha256: str | None = None
     download: bool = False
+    weights: str | None = None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A published FID protocol: ``n`` samples against the statistics of ``split``
+    (its first ``n`` images at most) in the standard Inception network's features."""
+
+    n: int
+    split: str
+
+
+PROTOCOLS = {"fid50k_train": Protocol(50_000, "train"), "fid10k_test": Protocol(10_000, "test")}
 
 
 @dataclass(frozen=True)
@@ -230,6 +251,9 @@ class EvaluateConfig:
     kid_subset_size: int = _ranged(1000, 2, 10**6)
     pr_k: int = _ranged(3, 1, 1000)
     swd_patches: int = _ranged(16, 1, 1024, why="patches of every image are held in memory")
+    swd_karras: bool = False
+    protocol: str | None = _choice(None, *PROTOCOLS, default=None)
+    reference_stats: str | None = None
     inception: InceptionConfig = field(default_factory=InceptionConfig)
 
 
@@ -392,12 +416,44 @@ def _check_model_fits_data(params: Params) -> None:
             raise ParamsError(f"data.{data.name}.resize: {err}") from None
 
 
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _check_inception(evaluate: EvaluateConfig, sample_n: int) -> None:
+    """Refuse Inception settings that contradict each other or the chosen protocol."""
+    inc = evaluate.inception
+    if inc.model == "standard" and inc.weights is not None:
+        raise ParamsError("evaluate.inception.weights: a Keras InceptionV3 file, read only with "
+                          "evaluate.inception.model: keras; set that, or set weights: null and "
+                          "evaluate.inception.graph to the standard graph")
+    if inc.model == "keras" and (inc.graph, inc.sha256) != (None, None):
+        raise ParamsError("evaluate.inception.graph/sha256: the standard graph's settings, but "
+                          "evaluate.inception.model is 'keras'; set model: standard or null them")
+    if inc.sha256 is not None and not _SHA256.fullmatch(inc.sha256):
+        raise ParamsError(f"evaluate.inception.sha256: {_short(inc.sha256)} is not 64 hex digits")
+    if inc.model == "standard" and inc.download and inc.sha256 is None:
+        raise ParamsError("evaluate.inception.download: the standard graph is downloaded only "
+                          "against a pinned checksum; set evaluate.inception.sha256 "
+                          "(docs/evaluation.md#the-standard-inception-network)")
+    standard = inc.model == "standard" and (inc.graph is not None or inc.download)
+    for key, value in (("protocol", evaluate.protocol),
+                       ("reference_stats", evaluate.reference_stats)):
+        if value is not None and not standard:
+            raise ParamsError(f"evaluate.{key}: {_short(value)} needs the standard Inception "
+                              "network; set evaluate.inception.graph (model: standard)")
+    if evaluate.protocol is not None and sample_n < PROTOCOLS[evaluate.protocol].n:
+        raise ParamsError(f"evaluate.protocol: {evaluate.protocol} scores "
+                          f"{PROTOCOLS[evaluate.protocol].n} samples, but sample.n is "
+                          f"{sample_n}; raise sample.n")
+
+
 def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as loaded from YAML) into :class:`Params`."""
     params = _build(Params, raw, "")
     _check_optimizer_knobs(params.train)
     _check_critic_norm(params)
     _check_model_fits_data(params)
+    _check_inception(params.evaluate, params.sample.n)
     evaluated = min(params.sample.n, params.evaluate.n)
     if params.evaluate.pr_k >= evaluated:
         raise ParamsError(

@@ -11,15 +11,21 @@ so score and floor always use equal sizes.
 
 Every metric is written as ``{"value": ..., "floor": ...}`` so ``dvc metrics diff``
 shows both; ``protocol`` records dataset, n, reference split, seed and each feature
-network's name and weights sha256 (Inception's also its resize filter), or null.
-Metric families:
+network's name and file sha256 (Inception's also its resize, preprocessing, preset and
+reference), or null. Reference features come from the ``reference`` stage
+(:mod:`wgan.reference_stats`). Metric families:
 
 * ``classifier`` (labelled images): FID, KID, precision/recall, classifier score, mode
   coverage and class-histogram KL in the domain classifier's feature space
   (:mod:`wgan.classifier`); nulls plus a reason when no classifier was trained.
-* ``inception`` (images): FID, KID and IS with ImageNet InceptionV3 at 299×299, only
-  when its weights are available; nulls plus a reason otherwise. Never fatal.
-* ``swd`` (images): sliced Wasserstein distance per Laplacian-pyramid level.
+* ``inception`` (images): FID, KID, IS (one split) and the published 10-split IS with
+  the standard 2015 Inception graph or Keras' InceptionV3
+  (:func:`wgan.metrics.inception.load_inception`), against the reference stage's
+  statistics, a published file (``evaluate.reference_stats``) or a preset
+  (``evaluate.protocol``: its own n, no floor); nulls plus a reason when no network is
+  available. Never fatal.
+* ``swd`` (images): sliced Wasserstein distance per Laplacian-pyramid level, and with
+  ``evaluate.swd_karras`` also ``swd_karras``, the PGGAN protocol's.
 * ``masks``: validity rate and length-distribution distances.
 
 Everything is held as uint8 arrays of n samples plus their features; feature
@@ -40,26 +46,30 @@ from typing import Any
 import numpy as np
 
 from wgan.classifier import DomainClassifier, load_feature_extractor
-from wgan.config import EvaluateConfig
-from wgan.files import atomic_path
-from wgan.metrics.classes import classifier_score
+from wgan.config import PROTOCOLS, EvaluateConfig
+from wgan.files import atomic_path, npy_header, sha256_file
+from wgan.metrics.classes import classifier_score, inception_score
+from wgan.metrics.frechet import feature_statistics, frechet_distance
+from wgan.metrics.inception import load_inception
+from wgan.metrics.kid import kernel_inception_distance
 from wgan.metrics.masks import length_bins, mask_lengths
 from wgan.prepared.format import PreparedMeta, read_meta
+from wgan.reference_stats import ReferenceStats, read_reference, read_stats
 from wgan.scoring import (
     ClassifierScorer,
     MaskScorer,
     RealSets,
     Scores,
     SwdScorer,
-    fid_kid,
     real_sets,
+    reference_split,
 )
 
 __all__ = ["CLASSIFIER_KEYS", "INCEPTION_KEYS", "MASK_KEYS", "evaluate", "load_samples"]
 
 CLASSIFIER_KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "classifier_score",
                    "mode_coverage", "class_kl")
-INCEPTION_KEYS = ("fid", "kid_mean", "kid_std", "is")
+INCEPTION_KEYS = ("fid", "kid_mean", "kid_std", "is", "is10_mean", "is10_std")
 MASK_KEYS = ("validity_rate", "length_w1", "length_ks", "histogram_coverage")
 
 
@@ -81,7 +91,7 @@ def load_samples(samples_dir: str | Path, n: int, meta: PreparedMeta) -> np.ndar
     sample_bytes = math.prod(meta.shape)
     try:
         with zipfile.ZipFile(path) as archive, archive.open("x.npy") as f:
-            shape, fortran_order, dtype = _npy_header(f)
+            shape, fortran_order, dtype = npy_header(f)
             count = min(n, shape[0]) if shape else 0
             wrong = dtype != np.uint8 or fortran_order or shape[1:] != meta.shape or count < 1
             data = b"" if wrong else f.read(count * sample_bytes)
@@ -95,16 +105,6 @@ def load_samples(samples_dir: str | Path, n: int, meta: PreparedMeta) -> np.ndar
     if len(data) < count * sample_bytes:
         raise ValueError(f"{path} ends inside sample {len(data) // sample_bytes}; {fix}")
     return np.frombuffer(bytearray(data), np.uint8).reshape(count, *meta.shape)  # writable
-
-
-def _npy_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """Shape, Fortran order and dtype from the header of an open ``.npy`` file."""
-    version = np.lib.format.read_magic(f)
-    read = {(1, 0): np.lib.format.read_array_header_1_0,
-            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-    if read is None:
-        raise ValueError(f".npy version {version}, not 1.0 or 2.0")
-    return read(f)
 
 
 def _paired(score: Callable[[Any], Scores], generated: Any, floor: Any) -> dict[str, Any]:
@@ -125,10 +125,11 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
 
 
 def _classifier_metrics(extractor: DomainClassifier, generated: np.ndarray, real: RealSets,
-                        config: EvaluateConfig, seed: int, plots_dir: Path) -> dict[str, Any]:
+                        reference: ReferenceStats, config: EvaluateConfig, seed: int,
+                        plots_dir: Path) -> dict[str, Any]:
     """Domain-classifier metrics; also writes ``class_histogram.csv`` (class fractions)."""
-    scorer = ClassifierScorer.build(extractor, real.reference, real.reference_labels, config,
-                                    seed)
+    scorer = ClassifierScorer(extractor, reference.features, real.reference_labels, config,
+                              seed)
     generated_outputs = scorer.outputs(generated)
     metrics = _paired(scorer.scores, generated_outputs, scorer.outputs(real.floor))
     k = extractor.num_classes
@@ -139,33 +140,57 @@ def _classifier_metrics(extractor: DomainClassifier, generated: np.ndarray, real
     return metrics
 
 
-def _inception_metrics(generated: np.ndarray, real: RealSets, config: EvaluateConfig,
-                       seed: int) -> tuple[dict[str, Any], dict[str, str] | None]:
-    """Inception FID/KID/IS and the network's protocol entry, or nulls with a reason and None.
+def _inception_reference(network: Any, config: EvaluateConfig, meta: PreparedMeta,
+                         reference_dir: str | Path, n: int) -> tuple[ReferenceStats, dict]:
+    """The statistics Inception FID is computed against, and their protocol entry: a
+    published file, the preset split's or the reference split's first ``n`` images."""
+    if config.reference_stats is not None:
+        stats = read_stats(config.reference_stats, "give a TTUR-layout statistics file (mu, "
+                                                   "sigma) as evaluate.reference_stats")
+        return stats, {"published": config.reference_stats,
+                       "sha256": sha256_file(config.reference_stats)}
+    preset = PROTOCOLS.get(config.protocol)
+    split, n = ((preset.split, min(preset.n, meta.counts.get(preset.split, 0))) if preset
+                else (reference_split(meta, n)[0], n))
+    return read_reference(reference_dir, "inception", network.sha256, split, n), {
+        "split": split, "n": n}
 
-    The entry records the resize filter: Inception is the only metric that resizes.
-    """
-    # Imported here: building InceptionV3 is only worth it when weights exist.
-    from wgan.metrics.inception import InceptionExtractor, resolve_inception_weights
 
-    weights, reason = resolve_inception_weights(config.inception.weights,
-                                                config.inception.download)
-    if weights is None:
+def _inception_metrics(samples: np.ndarray, real: RealSets, meta: PreparedMeta,
+                       config: EvaluateConfig, seed: int, reference_dir: str | Path
+                       ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Inception FID/KID/IS (one split and 10) and the network's protocol entry, or nulls
+    with a reason and None. A preset protocol scores its own n, without a floor; KID needs
+    reference features, which published statistics and presets do not keep."""
+    network, reason = load_inception(config.inception)
+    if network is None:
         return _nulls(INCEPTION_KEYS, reason), None
+    preset = PROTOCOLS.get(config.protocol)
+    n = preset.n if preset else len(real.floor)
     try:
-        extractor = InceptionExtractor(weights)
-        ref_features, _ = extractor.features_and_probs(real.reference)
+        if len(samples) < n:
+            raise ValueError(f"evaluate.protocol {config.protocol} scores {n} samples, but "
+                             f"samples.npz holds {len(samples)}; raise sample.n")
+        stats, reference = _inception_reference(network, config, meta, reference_dir,
+                                                len(real.reference))
 
         def score(images: np.ndarray) -> Scores:
-            features, probs = extractor.features_and_probs(images)
-            return {**fid_kid(features, ref_features, config, seed),
-                    "is": classifier_score(probs)}
+            features, probs = network.features_and_probs(images)
+            kid = ((None, None) if stats.features is None else kernel_inception_distance(
+                features, stats.features, config.kid_subsets, config.kid_subset_size, seed))
+            is10 = inception_score(probs) if len(probs) >= 10 else (None, None)
+            return {"fid": frechet_distance(*feature_statistics(features), stats.mu,
+                                            stats.sigma),
+                    "kid_mean": kid[0], "kid_std": kid[1], "is": classifier_score(probs),
+                    "is10_mean": is10[0], "is10_std": is10[1]}
 
-        metrics = _paired(score, generated, real.floor)
+        value = score(samples[:n])
+        floor = dict.fromkeys(value) if preset else score(real.floor)
     except Exception as err:  # Inception is optional: any failure is recorded, never fatal.
-        return _nulls(INCEPTION_KEYS, f"inception failed: {err!r}"), None
-    return metrics, {"name": "keras InceptionV3 (ImageNet)", "sha256": extractor.sha256,
-                     "resize_filter": f"{extractor.resize_filter} to 299x299"}
+        return _nulls(INCEPTION_KEYS, f"inception failed: {err}"), None
+    return ({k: {"value": value[k], "floor": floor[k]} for k in value},
+            {**network.describe(), "protocol": config.protocol or "custom", "n_samples": n,
+             "reference": reference})
 
 
 def _swd_metrics(generated: np.ndarray, real: RealSets, config: EvaluateConfig, seed: int,
@@ -189,10 +214,13 @@ def _mask_metrics(generated: np.ndarray, real: RealSets, plots_dir: Path) -> dic
 
 
 def evaluate(prepared_dir: str | Path, samples_dir: str | Path, classifier_dir: str | Path,
-             plots_dir: str | Path, config: EvaluateConfig, seed: int) -> dict[str, Any]:
+             reference_dir: str | Path, plots_dir: str | Path, config: EvaluateConfig,
+             seed: int) -> dict[str, Any]:
     """All metrics that apply to the dataset, with floors and the protocol; writes plot CSVs."""
     meta = read_meta(prepared_dir)
-    generated = load_samples(samples_dir, config.n, meta)
+    preset = PROTOCOLS.get(config.protocol)
+    samples = load_samples(samples_dir, max(config.n, preset.n if preset else 0), meta)
+    generated = samples[:config.n]
     real = real_sets(prepared_dir, meta, len(generated))
     generated = generated[:len(real.floor)]  # score and floor at equal n
     plots_dir = Path(plots_dir)
@@ -207,9 +235,18 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, classifier_dir: 
         classifier = _nulls(CLASSIFIER_KEYS, f"no domain classifier for {meta.dataset!r} "
                                              "(unlabelled)")
     else:
-        classifier = _classifier_metrics(extractor, generated, real, config, seed, plots_dir)
+        reference = read_reference(reference_dir, "classifier", extractor.weights_sha256,
+                                   reference_split(meta, len(real.reference))[0],
+                                   len(real.reference))
+        classifier = _classifier_metrics(extractor, generated, real, reference, config, seed,
+                                         plots_dir)
         protocol["feature_extractor"] = {"name": extractor.name,
                                          "sha256": extractor.weights_sha256}
-    inception, protocol["inception"] = _inception_metrics(generated, real, config, seed)
-    return {"protocol": protocol, "classifier": classifier, "inception": inception,
-            "swd": _swd_metrics(generated, real, config, seed, plots_dir)}
+    inception, protocol["inception"] = _inception_metrics(samples, real, meta, config, seed,
+                                                          reference_dir)
+    metrics = {"protocol": protocol, "classifier": classifier, "inception": inception,
+               "swd": _swd_metrics(generated, real, config, seed, plots_dir)}
+    if config.swd_karras:
+        metrics["swd_karras"] = _paired(SwdScorer(real.reference, 0, seed, karras=True),
+                                        generated, real.floor)
+    return metrics

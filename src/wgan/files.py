@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "read_json", "sha256_file", "write_json"]
+import numpy as np
+
+__all__ = ["atomic_path", "npy_header", "read_json", "sha256_file", "write_json"]
 
 
 def sha256_file(path: str | Path) -> str:
@@ -101,3 +103,14 @@ def read_json(path: str | Path, max_bytes: int, fix: str) -> Any:
         return json.loads(data)
     except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
         raise ValueError(f"{path}: not valid JSON ({err}); {fix}") from err
+
+
+def npy_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and dtype from the header of an open ``.npy`` file, so an
+    untrusted array can be judged before any of its data is read."""
+    version = np.lib.format.read_magic(f)
+    read = {(1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if read is None:
+        raise ValueError(f".npy version {version}, not 1.0 or 2.0")
+    return read(f)

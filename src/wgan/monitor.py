@@ -2,8 +2,9 @@
 
 The generator a run samples from (the EMA one when there is one) draws ``train.eval_n``
 samples from the same noise each time, and the :mod:`wgan.scoring` scorers of the
-``evaluate`` stage score them against real reference data read and featurised once per
-run (the protocol of :mod:`wgan.evaluate` at ``n = eval_n``). Each evaluation is a row
+``evaluate`` stage score them against real reference data read once per run, with the
+features the ``reference`` stage computed (the protocol of :mod:`wgan.evaluate` at
+``n = eval_n``). Each evaluation is a row
 of ``metrics/eval_curves.tsv``. The *primary* metric decides the best checkpoint and
 the time to target:
 
@@ -37,7 +38,15 @@ from wgan.config import EvaluateConfig, TrainConfig
 from wgan.generation import generate
 from wgan.health import HealthThresholds, run_health
 from wgan.prepared.format import PreparedMeta
-from wgan.scoring import ClassifierScorer, MaskScorer, Scores, SwdScorer, real_sets
+from wgan.reference_stats import read_reference
+from wgan.scoring import (
+    ClassifierScorer,
+    MaskScorer,
+    Scores,
+    SwdScorer,
+    real_sets,
+    reference_split,
+)
 from wgan.training_log import CurveFile, TrainingLog
 from wgan.training_setup import BestSoFar
 
@@ -88,9 +97,11 @@ def _all_scores(scorers, samples: np.ndarray) -> Scores:
     return out
 
 
-def build_monitor(prepared_dir: str | Path, classifier_dir: str | Path, meta: PreparedMeta,
-                  n: int, seed: int) -> Monitor:
-    """Read and featurise the real reference data once; score the floor."""
+def build_monitor(prepared_dir: str | Path, classifier_dir: str | Path | None,
+                  reference_dir: str | Path | None, meta: PreparedMeta, n: int,
+                  seed: int) -> Monitor:
+    """Read the real reference data and its features (the ``reference`` stage's) once;
+    score the floor."""
     real = real_sets(prepared_dir, meta, n)
     config = EvaluateConfig(n=len(real.floor))
     if not meta.is_image:
@@ -102,9 +113,10 @@ def build_monitor(prepared_dir: str | Path, classifier_dir: str | Path, meta: Pr
         if extractor is None:
             scorers, primary = (swd,), "swd"
         else:
-            classifier = ClassifierScorer.build(extractor, real.reference,
-                                                real.reference_labels, config, seed,
-                                                with_kid=False)
+            reference = read_reference(reference_dir, "classifier", extractor.weights_sha256,
+                                       reference_split(meta, n)[0], len(real.reference))
+            classifier = ClassifierScorer(extractor, reference.features,
+                                          real.reference_labels, config, seed, with_kid=False)
             scorers, primary = (classifier, swd), "fid"
         lower = True
     floors = _all_scores(scorers, real.floor)
@@ -201,12 +213,13 @@ class Evaluations:
 
 
 def start_evaluations(train: TrainConfig, prepared_dir: str | Path,
-                      classifier_dir: str | Path | None, meta: PreparedMeta, seed: int,
-                      best: BestSoFar, curves: Path, live_dir: Path | None,
-                      resume_at: int) -> Evaluations:
-    """The evaluations ``train`` asks for, their reference data read and featurised."""
+                      classifier_dir: str | Path | None, reference_dir: str | Path | None,
+                      meta: PreparedMeta, seed: int, best: BestSoFar, curves: Path,
+                      live_dir: Path | None, resume_at: int) -> Evaluations:
+    """The evaluations ``train`` asks for, their reference data and features read."""
     monitor = (None if train.eval_every is None else
-               build_monitor(prepared_dir, classifier_dir, meta, train.eval_n, seed))
+               build_monitor(prepared_dir, classifier_dir, reference_dir, meta, train.eval_n,
+                             seed))
     return Evaluations(monitor, train.eval_every, curves, best, train.target_ratio, resume_at,
                        live_dir)
 

@@ -4,7 +4,8 @@ to any number of sample sets.
 The ``evaluate`` stage scores the final samples (and a real train subset, the floor)
 with them, and training scores its periodic samples with the very same objects
 (:mod:`wgan.monitor`), so a curve's last point and ``metrics/eval.json`` agree when
-they see the same samples. Reference features are computed once, at construction.
+they see the same samples. Reference features come from the ``reference`` stage
+(:mod:`wgan.reference`).
 Every scorer maps uint8 samples in the prepared layout to ``{metric: float}``.
 """
 
@@ -28,12 +29,12 @@ from wgan.metrics.masks import (
     validity_rate,
 )
 from wgan.metrics.precision_recall import precision_recall
-from wgan.metrics.swd import sliced_wasserstein_distance
+from wgan.metrics.swd import sliced_wasserstein_distance, sliced_wasserstein_karras
 from wgan.prepared.format import PreparedMeta, to_float
 from wgan.prepared.read import read_numpy
 
-__all__ = ["Scores", "RealSets", "real_sets", "ClassifierScorer", "SwdScorer", "MaskScorer",
-           "fid_kid"]
+__all__ = ["Scores", "RealSets", "real_sets", "read_split", "reference_split",
+           "ClassifierScorer", "SwdScorer", "MaskScorer", "classifier_outputs", "fid_kid"]
 
 Scores = dict[str, float]
 _BATCH = 1000
@@ -49,19 +50,30 @@ class RealSets:
     floor: np.ndarray
 
 
-def _read(prepared_dir: str | Path, split: str, limit: int) -> tuple[np.ndarray, np.ndarray | None]:
+def read_split(prepared_dir: str | Path, split: str,
+               limit: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first ``limit`` uint8 samples of ``split`` and their labels (None: unlabelled)."""
     batches = list(read_numpy(prepared_dir, split, limit))
     x = np.concatenate([b[0] for b in batches])
     return x, (None if batches[0][1] is None else np.concatenate([b[1] for b in batches]))
 
 
-def real_sets(prepared_dir: str | Path, meta: PreparedMeta, n: int) -> RealSets:
-    """Reference (test split, else the first half of train) and up to ``n`` floor samples."""
+def reference_split(meta: PreparedMeta, n: int) -> tuple[str, int]:
+    """The reference split and its size for ``n`` samples: the test split's first ``n``,
+    else the first ``min(n, train // 2)`` of train (the rest of train gives the floor).
+    A larger ``n`` only appends images, so references of smaller ``n`` are its prefixes."""
     if "test" in meta.counts:
-        reference, labels = _read(prepared_dir, "test", n)
-        return RealSets(reference, labels, "test", _read(prepared_dir, "train", n)[0])
-    n_reference = min(n, meta.counts["train"] // 2)
-    x, y = _read(prepared_dir, "train", n_reference + n)
+        return "test", min(n, meta.counts["test"])
+    return "train", min(n, meta.counts["train"] // 2)
+
+
+def real_sets(prepared_dir: str | Path, meta: PreparedMeta, n: int) -> RealSets:
+    """Reference (:func:`reference_split`) and up to ``n`` floor samples of train."""
+    split, n_reference = reference_split(meta, n)
+    if split == "test":
+        reference, labels = read_split(prepared_dir, "test", n)
+        return RealSets(reference, labels, "test", read_split(prepared_dir, "train", n)[0])
+    x, y = read_split(prepared_dir, "train", n_reference + n)
     return RealSets(x[:n_reference], None if y is None else y[:n_reference],
                     f"train[:{n_reference}]", x[n_reference:])
 
@@ -75,10 +87,22 @@ def fid_kid(features: np.ndarray, reference: np.ndarray, config: EvaluateConfig,
             "kid_std": kid_std}
 
 
+def classifier_outputs(extractor: DomainClassifier,
+                       images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Features and class probabilities of uint8 images, ``_BATCH`` at a time (the
+    ``reference`` stage featurises real data with this very function)."""
+    if extractor.shape != images.shape[1:]:
+        raise ValueError(f"the domain classifier was trained on {list(extractor.shape)} "
+                         f"samples, not {list(images.shape[1:])}; re-run its stage")
+    parts = [extractor(to_float(images[i:i + _BATCH], True))
+             for i in range(0, len(images), _BATCH)]
+    return np.concatenate([f for f, _ in parts]), np.concatenate([p for _, p in parts])
+
+
 @dataclass(frozen=True)
 class ClassifierScorer:
     """FID, KID, precision/recall, classifier score, mode coverage and class-histogram KL
-    in the domain classifier's feature space."""
+    in the domain classifier's feature space, against the reference stage's features."""
 
     extractor: DomainClassifier
     reference_features: np.ndarray
@@ -87,20 +111,8 @@ class ClassifierScorer:
     seed: int
     with_kid: bool = True  # KID's subsets cost more than everything else together
 
-    @classmethod
-    def build(cls, extractor: DomainClassifier, reference: np.ndarray, labels: np.ndarray,
-              config: EvaluateConfig, seed: int, with_kid: bool = True) -> ClassifierScorer:
-        if extractor.shape != reference.shape[1:]:
-            raise ValueError(f"the domain classifier was trained on {list(extractor.shape)} "
-                             f"samples, not {list(reference.shape[1:])}; re-run its stage")
-        scorer = cls(extractor, np.empty((0,)), labels, config, seed)
-        return cls(extractor, scorer.outputs(reference)[0], labels, config, seed, with_kid)
-
     def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Features and class probabilities of uint8 images, ``_BATCH`` at a time."""
-        parts = [self.extractor(to_float(images[i:i + _BATCH], True))
-                 for i in range(0, len(images), _BATCH)]
-        return np.concatenate([f for f, _ in parts]), np.concatenate([p for _, p in parts])
+        return classifier_outputs(self.extractor, images)
 
     def scores(self, outputs: tuple[np.ndarray, np.ndarray]) -> Scores:
         """The metrics of :meth:`outputs` of a sample set."""
@@ -122,14 +134,18 @@ class ClassifierScorer:
 
 @dataclass(frozen=True)
 class SwdScorer:
-    """Sliced Wasserstein distance per Laplacian-pyramid level, on equal-size sets."""
+    """Sliced Wasserstein distance per Laplacian-pyramid level, on equal-size sets: this
+    pipeline's (``patches`` per image) or, with ``karras``, the PGGAN protocol's."""
 
     reference: np.ndarray
     patches: int
     seed: int
+    karras: bool = False
 
     def __call__(self, images: np.ndarray) -> Scores:
         m = min(len(images), len(self.reference))
+        if self.karras:
+            return sliced_wasserstein_karras(images[:m], self.reference[:m], seed=self.seed)
         return sliced_wasserstein_distance(images[:m], self.reference[:m],
                                            patches_per_image=self.patches, seed=self.seed)
 

@@ -80,11 +80,13 @@ class TrainOutputs:
 
 
 def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
-          classifier_dir: str | Path | None = None) -> dict:
+          classifier_dir: str | Path | None = None,
+          reference_dir: str | Path | None = None) -> dict:
     """Train ``params.train.variant`` on the prepared data; write models, metrics and logs.
 
     ``classifier_dir``: the domain classifier that scores the evaluations during training
-    (``train.eval_every``); without one, images are scored by SWD alone.
+    (``train.eval_every``), against the reference features in ``reference_dir`` (the
+    ``reference`` stage's); without a classifier, images are scored by SWD alone.
     """
     cfg = resolve_train(params.train)
     # -- distribution first: a multi-worker strategy must exist before any TensorFlow op.
@@ -114,8 +116,8 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
     # One TensorBoard run per configuration, so experiments do not pile into one curve.
     log = TrainingLog(out.curves, out.logs / f"{cfg.variant}-{run_id[:8]}", resume_at=start,
                       chief=is_chief())
-    evaluations = start_evaluations(cfg, prepared_dir, classifier_dir, meta, params.seed,
-                                    run.best, out.eval_curves,
+    evaluations = start_evaluations(cfg, prepared_dir, classifier_dir, reference_dir, meta,
+                                    params.seed, run.best, out.eval_curves,
                                     out.live if is_chief() else None, start)
     fixed_z = tf.random.stateless_normal([100, run.z_dim], seed=[params.seed, 7])
 

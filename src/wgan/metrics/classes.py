@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import xlogy
 
-__all__ = ["class_histogram_kl", "classifier_score", "mode_coverage"]
+__all__ = ["class_histogram_kl", "classifier_score", "inception_score", "mode_coverage"]
 
 
 def _class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -63,6 +63,33 @@ def classifier_score(probs: np.ndarray) -> float:
         raise ValueError("rows of probs must be probability distributions")
     marginal = probs.mean(axis=0)
     return float(np.exp(_kl_divergence(probs, marginal[None, :]).mean()))
+
+
+def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """The Inception Score as published: mean and std of :func:`classifier_score` over splits.
+
+    The N rows are cut in order into ``splits`` consecutive parts, rows
+    [i N // splits, (i + 1) N // splits), each scored on its own; the std is ddof 0.
+    This is improved-gan's ``get_inception_score`` (Salimans et al. 2016,
+    https://arxiv.org/abs/1606.03498), which published tables report as mean ± std.
+
+    Args:
+      probs: class probabilities [N >= splits, K].
+      splits: number of parts, >= 1.
+
+    Returns:
+      (mean, std) over the parts.
+
+    Raises:
+      ValueError: if ``splits`` < 1 or exceeds N, or ``probs`` is not [N, K] of
+        distributions.
+    """
+    n = np.asarray(probs).shape[0]
+    if not 1 <= splits <= n:
+        raise ValueError(f"splits must be in [1, N={n}], got {splits}")
+    scores = [classifier_score(probs[i * n // splits:(i + 1) * n // splits])
+              for i in range(splits)]
+    return float(np.mean(scores)), float(np.std(scores))
 
 
 def mode_coverage(pred_labels: np.ndarray, num_classes: int) -> int:

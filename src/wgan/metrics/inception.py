@@ -1,31 +1,40 @@
-"""InceptionV3 features and class probabilities for FID/KID/PR/IS.
+"""Inception features and class probabilities for FID/KID/IS: two networks.
 
 Naming: ``images`` are uint8 NHWC arrays [N, H, W, C], C in {1, 3};
-*features* are the 2048-d global-average-pool ("pool3") activations,
-*probs* the 1000-way softmax of the Keras ImageNet head.
+*features* are the 2048-d pool_3 / global-average-pool activations, *probs*
+the softmax over the network's classes.
 
-Note: Keras' ImageNet InceptionV3 is not the TF-slim 2015 graph used by the
-reference FID code (1008 logits), so absolute scores are comparable only
-within this pipeline, not with published numbers.
-
-Resizing follows Clean-FID: each channel is resized as a float32 image with
-Pillow's antialiased bicubic filter, avoiding uint8 quantization of the
-upsampled image. See "On Aliased Resizing and Surprising Subtleties in GAN
-Evaluation", Parmar et al. 2022 (https://arxiv.org/abs/2104.11222).
+* :class:`StandardInception` runs the 2015-12-05 TensorFlow Inception graph
+  (:mod:`wgan.metrics.inception_graph`) as the reference code does: features
+  and 1008-way probabilities comparable with published FID and IS.
+* :class:`InceptionExtractor` runs Keras' ImageNet InceptionV3 (1000 classes),
+  which is not that network: its scores compare only within this pipeline.
+  Its resizing follows Clean-FID: each channel is resized as a float32 image
+  with Pillow's antialiased bicubic filter ("On Aliased Resizing and
+  Surprising Subtleties in GAN Evaluation", Parmar et al. 2022,
+  https://arxiv.org/abs/2104.11222).
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
+import tensorflow as tf
 from PIL import Image
 
 from wgan.files import sha256_file
+from wgan.metrics.inception_graph import download_graph, read_inception_graph
 
-__all__ = ["INCEPTION_SIZE", "InceptionExtractor", "resolve_inception_weights"]
+if TYPE_CHECKING:
+    from wgan.config import InceptionConfig
+
+__all__ = ["INCEPTION_SIZE", "InceptionExtractor", "StandardInception", "load_inception",
+           "resolve_inception_weights"]
 
 INCEPTION_SIZE = 299
 _WEIGHTS_URL = (
@@ -121,45 +130,146 @@ class InceptionExtractor:
             classifier.input, [classifier.get_layer("avg_pool").output, classifier.output]
         )
 
+    def describe(self) -> dict[str, str | None]:
+        """The protocol entry: which network, which file, how images reach it."""
+        return {"name": "keras InceptionV3 (ImageNet)", "sha256": self.sha256,
+                "resize_filter": f"{self.resize_filter} to 299x299"}
+
+    def _batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch = np.stack([_resize_to_inception(im) for im in images])
+        features, probs = self._model.predict_on_batch(
+            keras.applications.inception_v3.preprocess_input(batch))
+        return np.asarray(features), np.asarray(probs)
+
     def features_and_probs(
         self, images_uint8_nhwc: np.ndarray, batch_size: int = 50
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Pool features and class probabilities, ``batch_size`` images at a time.
+        """Pool features [N, 2048] and probabilities [N, 1000], ``batch_size`` images at a time.
 
         Pipeline per image: grayscale -> RGB, bicubic resize to 299x299,
         ``keras.applications.inception_v3.preprocess_input`` (x / 127.5 - 1).
-        Only one batch of 299x299 inputs is held in memory at a time.
-
-        Args:
-          images_uint8_nhwc: uint8 [N>=1, H, W, C], C in {1, 3}.
-          batch_size: images per forward pass, >= 1.
-
-        Returns:
-          (features [N, 2048] float32, probs [N, 1000] float32).
-
-        Raises:
-          ValueError: on a non-uint8 / non-NHWC input or batch_size < 1.
+        Raises ValueError as :func:`_in_batches`.
         """
-        images = np.asarray(images_uint8_nhwc)
-        if (
-            images.dtype != np.uint8
-            or images.ndim != 4
-            or images.shape[0] == 0
-            or images.shape[3] not in (1, 3)
-        ):
-            raise ValueError(
-                f"expected uint8 [N>=1, H, W, C in (1, 3)], got {images.dtype} {images.shape}"
-            )
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        features, probs = [], []
-        for start in range(0, images.shape[0], batch_size):
-            batch = np.stack(
-                [_resize_to_inception(im) for im in images[start : start + batch_size]]
-            )
-            batch_features, batch_probs = self._model.predict_on_batch(
-                keras.applications.inception_v3.preprocess_input(batch)
-            )
-            features.append(np.asarray(batch_features))
-            probs.append(np.asarray(batch_probs))
-        return np.concatenate(features), np.concatenate(probs)
+        return _in_batches(self._batch, images_uint8_nhwc, batch_size)
+
+
+def _in_batches(run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                images_uint8_nhwc: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``run`` over ``batch_size`` images at a time; only one batch at 299x299 is held.
+
+    Raises:
+      ValueError: unless the images are uint8 [N>=1, H, W, C in (1, 3)] and
+        batch_size >= 1.
+    """
+    images = np.asarray(images_uint8_nhwc)
+    if (images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] == 0
+            or images.shape[3] not in (1, 3)):
+        raise ValueError(
+            f"expected uint8 [N>=1, H, W, C in (1, 3)], got {images.dtype} {images.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    parts = [run(images[start:start + batch_size])
+             for start in range(0, images.shape[0], batch_size)]
+    return np.concatenate([f for f, _ in parts]), np.concatenate([p for _, p in parts])
+
+
+def _import_graph(graph_def, layout: str) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """The graph as a TF2 function from ``Mul:0`` (preprocessed [N, 299, 299, 3]) to
+    (pool_3 [N, 2048], logits [N, 1008]), pruned to those tensors.
+
+    ``ttur`` graphs compute their logits with a batch-1 reshape, so the logits are taken
+    as improved-gan does: squeeze(pool_3) @ W, W the weights of ``softmax/logits/MatMul``.
+    """
+    spec = tf.TensorSpec([None, INCEPTION_SIZE, INCEPTION_SIZE, 3], tf.float32)
+
+    def imported(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        names = ["pool_3:0"] + (["logits:0"] if layout == "tfgan" else [])
+        outputs = tf.graph_util.import_graph_def(graph_def, input_map={"Mul:0": x},
+                                                 return_elements=names, name="inception")
+        pool = tf.reshape(outputs[0], [-1, 2048])
+        if layout == "tfgan":
+            return pool, tf.reshape(outputs[1], [-1, 1008])
+        weights = tf.compat.v1.get_default_graph().get_operation_by_name(
+            "inception/softmax/logits/MatMul").inputs[1]
+        return pool, tf.matmul(pool, weights)
+
+    wrapped = tf.compat.v1.wrap_function(imported, [spec])
+    return wrapped.prune(wrapped.inputs, wrapped.outputs)
+
+
+class StandardInception:
+    """The 2015-12-05 TF Inception graph: pool_3 features and 1008-way probabilities.
+
+    Preprocessing is TF-GAN's ``preprocess_image``, which is also what the graph
+    itself does between its ``ExpandDims`` input (fed by TTUR) and ``Mul``: uint8 ->
+    float32 in [0, 255], grayscale repeated to RGB, ``ResizeBilinear`` to 299x299
+    (align_corners and half_pixel_centers false, the 2015 op), (x - 128) / 128.
+
+    Attributes:
+      path: the graph file (.pb or tarball).
+      sha256: SHA-256 of that file.
+      member: the .pb inside a tarball, else None.
+      layout: ``tfgan`` or ``ttur`` (how logits are read).
+      resize_filter: the resampling to 299x299.
+    """
+
+    resize_filter = "tf ResizeBilinear (align_corners=False, half_pixel_centers=False)"
+
+    def __init__(self, path: str | Path, sha256: str | None = None) -> None:
+        """Read and import the graph at ``path``; ValueError (one line) if it is not one."""
+        graph = read_inception_graph(path, sha256)
+        self.path, self.sha256, self.member, self.layout = (
+            str(path), graph.sha256, graph.member, graph.layout)
+        network = _import_graph(graph.graph_def, graph.layout)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8)])
+        def run(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            x = tf.cast(images, tf.float32)
+            x = tf.tile(x, [1, 1, 1, 3 // tf.shape(x)[3]])
+            x = tf.raw_ops.ResizeBilinear(images=x, size=[INCEPTION_SIZE, INCEPTION_SIZE],
+                                          align_corners=False, half_pixel_centers=False)
+            features, logits = network((x - 128.0) / 128.0)
+            return features, tf.nn.softmax(logits)
+
+        self._run = run
+
+    def describe(self) -> dict[str, str | None]:
+        """The protocol entry: which network, which file, how images reach it."""
+        return {"name": "TF Inception 2015-12-05 (pool_3, 1008 logits)", "file": self.path,
+                "member": self.member, "layout": self.layout, "sha256": self.sha256,
+                "resize_filter": f"{self.resize_filter} to 299x299",
+                "preprocessing": "uint8 as float32 in [0, 255], grey repeated to RGB, "
+                                 "resize, (x - 128) / 128"}
+
+    def _batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        features, probs = self._run(tf.constant(images))
+        return features.numpy(), probs.numpy()
+
+    def features_and_probs(
+        self, images_uint8_nhwc: np.ndarray, batch_size: int = 50
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """pool_3 features [N, 2048] and probabilities [N, 1008], ``batch_size`` at a time.
+
+        Raises ValueError as :func:`_in_batches`.
+        """
+        return _in_batches(self._batch, images_uint8_nhwc, batch_size)
+
+
+def load_inception(config: InceptionConfig, cache_dir: str | Path | None = None
+                   ) -> tuple[StandardInception | InceptionExtractor | None, str | None]:
+    """The network ``evaluate.inception`` asks for, or (None, why it is unavailable).
+
+    Never raises on a missing, wrong or undownloadable file: Inception is optional.
+    """
+    try:
+        if config.model == "keras":
+            weights, reason = resolve_inception_weights(config.weights, config.download)
+            return (None, reason) if weights is None else (InceptionExtractor(weights), None)
+        if config.graph is None and not config.download:
+            return None, ("no standard Inception graph: set evaluate.inception.graph (or "
+                          "download: true with evaluate.inception.sha256)")
+        graph = config.graph or download_graph(
+            config.sha256, cache_dir or Path.home() / ".cache" / "wgan")
+        return StandardInception(graph, config.sha256), None
+    except Exception as err:  # Inception is optional: any failure is a reason, never fatal.
+        return None, f"inception unavailable: {err}"
