@@ -21,6 +21,7 @@ from conftest import (
     cluster_hosts,
     run_cluster,
     tf_config,
+    write_digit_dataset,
     write_params,
 )
 from PIL import Image
@@ -441,10 +442,20 @@ def _damage_newest(out: TrainOutputs, how: str) -> Path:
     return Path(newest)
 
 
-@pytest.mark.parametrize("how", ["truncated", "flipped", "empty index"])
-def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, digits, capsys, how):
-    straight = TrainOutputs.under(tmp_path / "straight")
+@pytest.fixture(scope="module")
+def straight_six(tmp_path_factory) -> tuple[Path, TrainOutputs]:
+    """The tiny digits and an uninterrupted 6-step run on them, shared read-only."""
+    root = tmp_path_factory.mktemp("straight")
+    digits = write_digit_dataset(root / "data/prepared/mnist")
+    straight = TrainOutputs.under(root / "run")
     train(_params(steps=6), digits, straight)
+    return digits, straight
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped", "empty index"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, straight_six,
+                                                                  capsys, how):
+    digits, straight = straight_six
     out = TrainOutputs.under(tmp_path / "damaged")
     train(_params(steps=4), digits, out)  # checkpoints at steps 2 and 4
     newest = _damage_newest(out, how)
