@@ -9,6 +9,9 @@ al. 2017, Sec. 4); ``critic_norm: layer`` is the allowed alternative.
 
 ``mlp`` (WGAN_GP_MASK): generator z → 4096 leaky-ReLU → L sigmoid; critic
 L → 4096 → 1024 → 1 linear, for 1-D 0/1 masks.
+
+A variant whose ``critic_constraint`` is ``spectral`` gets every conv and dense layer of
+either critic wrapped in :class:`wgan.spectral_norm.SpectralNorm`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from keras import layers
 from wgan.block_conv import BlockConv2D, BlockConv2DTranspose
 from wgan.config import ModelConfig
 from wgan.model_geometry import dcgan_plan
+from wgan.spectral_norm import SpectralNorm
 
 __all__ = ["build_models", "base_channels", "latent_dim", "model_arch", "resolve_model",
            "ClipWeights"]
@@ -117,20 +121,29 @@ def _critic_norm(kind: str, constraint):
     return None
 
 
-def _dcgan_critic(shape, base: int, norm: str, constraint, block_convs: bool) -> keras.Model:
+def _linear(spectral: bool):
+    """How the critic wraps each conv/dense layer: in :class:`SpectralNorm`, or not at all."""
+    if not spectral:
+        return lambda layer: layer
+    return lambda layer: SpectralNorm(layer, dtype=layer.dtype_policy)
+
+
+def _dcgan_critic(shape, base: int, norm: str, constraint, block_convs: bool,
+                  spectral: bool) -> keras.Model:
     _, steps = _dcgan_plan(shape)
     kw = dict(kernel_constraint=constraint, bias_constraint=constraint)
+    wrap = _linear(spectral)
     x_in = keras.Input(shape, name="x")
     x = x_in
     for i in range(steps):
         conv = BlockConv2D if block_convs and i == 0 else layers.Conv2D
-        x = conv(base * 2**i, 4, 2, padding="same", **kw)(x)
+        x = wrap(conv(base * 2**i, 4, 2, padding="same", **kw))(x)
         norm_layer = _critic_norm(norm, constraint) if i > 0 else None
         if norm_layer is not None:
             x = norm_layer(x)
         x = layers.LeakyReLU(0.2)(x)
     x = layers.Flatten()(x)
-    out = layers.Dense(1, dtype="float32", **kw)(x)
+    out = wrap(layers.Dense(1, dtype="float32", **kw))(x)
     return keras.Model(x_in, out, name="critic")
 
 
@@ -141,32 +154,37 @@ def _mlp_generator(length: int, z_dim: int, hidden: int) -> keras.Model:
     return keras.Model(z, out, name="generator")
 
 
-def _mlp_critic(length: int, hidden: int, constraint) -> keras.Model:
+def _mlp_critic(length: int, hidden: int, constraint, spectral: bool) -> keras.Model:
     kw = dict(kernel_constraint=constraint, bias_constraint=constraint)
+    wrap = _linear(spectral)
     x_in = keras.Input((length,), name="x")
-    x = layers.LeakyReLU(0.2)(layers.Dense(hidden, **kw)(x_in))
-    x = layers.LeakyReLU(0.2)(layers.Dense(max(1, hidden // 4), **kw)(x))
-    out = layers.Dense(1, dtype="float32", **kw)(x)
+    x = layers.LeakyReLU(0.2)(wrap(layers.Dense(hidden, **kw))(x_in))
+    x = layers.LeakyReLU(0.2)(wrap(layers.Dense(max(1, hidden // 4), **kw))(x))
+    out = wrap(layers.Dense(1, dtype="float32", **kw))(x)
     return keras.Model(x_in, out, name="critic")
 
 
 def build_models(
     config: ModelConfig, shape: tuple[int, ...], clip: float | None = None,
-    xla: bool = False,
+    xla: bool = False, spectral: bool = False,
 ) -> tuple[keras.Model, keras.Model]:
-    """(generator, critic) for samples of ``shape``; ``clip`` adds WGAN weight clipping.
+    """(generator, critic) for samples of ``shape``; ``clip`` adds WGAN weight clipping,
+    ``spectral`` spectral normalization of the critic.
 
     ``xla``: the models will train inside an XLA-compiled step, so a dcgan on
     single-channel images computes its image-side convolutions with
-    :mod:`wgan.block_conv` (same maths, faster there; slower without XLA).
+    :mod:`wgan.block_conv` (same maths, faster there; slower without XLA). Not in a
+    spectrally normalised critic: the saved file must hold stock layers, and
+    :func:`wgan.block_conv.with_stock_layers` does not look inside the wrapper.
     """
     constraint = ClipWeights(clip) if clip is not None else None
     z_dim = latent_dim(config, shape)
     if model_arch(config, shape) == "mlp":
         (length,) = shape
         return (_mlp_generator(length, z_dim, config.mlp_hidden),
-                _mlp_critic(length, config.mlp_hidden, constraint))
+                _mlp_critic(length, config.mlp_hidden, constraint, spectral))
     base = base_channels(config, shape)
     block_convs = xla and shape[-1] == 1
     return (_dcgan_generator(shape, z_dim, base, block_convs),
-            _dcgan_critic(shape, base, config.critic_norm, constraint, block_convs))
+            _dcgan_critic(shape, base, config.critic_norm, constraint,
+                          block_convs and not spectral, spectral))

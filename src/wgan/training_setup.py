@@ -17,6 +17,7 @@ import tensorflow as tf
 from wgan.config import ModelConfig, TrainConfig
 from wgan.models import build_models, latent_dim
 from wgan.steps import TrainSteps, compiles_with_xla, make_train_steps
+from wgan.variants import get_variant
 
 __all__ = ["BestSoFar", "TrainingSetup", "build_training", "critic_iterations",
            "make_optimizer"]
@@ -142,7 +143,9 @@ def build_training(model: ModelConfig, train: TrainConfig, shape: tuple[int, ...
         keras.mixed_precision.set_global_policy("mixed_float16")
     xla = compiles_with_xla(train, strategy)
     with strategy.scope():
-        generator, critic = build_models(model, shape, train.clip, xla=xla and xla_layers)
+        spectral = get_variant(train.variant).critic_constraint == "spectral"
+        generator, critic = build_models(model, shape, train.clip, xla=xla and xla_layers,
+                                         spectral=spectral)
         g_opt, c_opt = make_optimizer(train), make_optimizer(train)
         g_opt.build(generator.trainable_variables)
         c_opt.build(critic.trainable_variables)
