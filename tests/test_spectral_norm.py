@@ -112,3 +112,19 @@ def test_two_replicas_end_with_the_u_of_one_device(variant, two_cpus):
                           strict=True):
         np.testing.assert_allclose(u2, u1, atol=1e-6)
         assert np.max(np.abs(u1 - u0)) > 1e-3
+
+
+def test_the_first_replicas_u_is_written_to_every_replica(two_cpus):
+    """Replicas compute the same u' from the same W and u, so the equality above would hold
+    even with per-replica copies; here the copies are made to differ, and one training
+    call must leave every replica with the first replica's u'."""
+    x = RNG.normal(size=(4, 11)).astype(np.float32)
+    with two_cpus.scope():
+        layer = _built(_dense, x)
+    first, second = layer.u.value.values
+    second.assign(-3.0 * first)
+    _, expected = spectral_norm_estimate(tf.reshape(layer.layer.kernel, [-1, 7]),
+                                         first.numpy(), iterate=True)
+    tf.function(lambda: two_cpus.run(layer, args=(x,), kwargs={"training": True}))()
+    for copy in layer.u.value.values:
+        np.testing.assert_allclose(copy.numpy(), expected, rtol=1e-6)
