@@ -3,9 +3,10 @@
 ``dcgan`` (Radford et al. 2015, arXiv:1511.06434): strided (transposed) convolutions
 between 4×4 (7×7 for 28×28) and the image size; BatchNorm in the generator with
 statistics synchronised across replicas, so N replicas compute what one device
-computes on the same global batch. The critic has no BatchNorm for wgan-gp/wgan-lp:
-it couples the samples of a batch, which breaks the per-sample penalty (Gulrajani et
-al. 2017, Sec. 4); ``critic_norm: layer`` is the allowed alternative.
+computes on the same global batch. The critic has no BatchNorm for the variants with a
+per-sample gradient penalty (wgan-gp, wgan-lp, gan-r1): it couples the samples of a
+batch (Gulrajani et al. 2017, Sec. 4); ``critic_norm: layer`` is the allowed
+alternative. The table (:mod:`wgan.variants`) says which norms each variant allows.
 
 ``mlp`` (WGAN_GP_MASK): generator z → 4096 leaky-ReLU → L sigmoid; critic
 L → 4096 → 1024 → 1 linear, for 1-D 0/1 masks.

@@ -1,9 +1,9 @@
 """Spectral normalization: a layer computes with W / σ(W), σ the largest singular value.
 
 Miyato et al. 2018, "Spectral Normalization for Generative Adversarial Networks"
-(arXiv:1802.05957), Sec. 2.1 and Algorithm 1. Every layer of the critic then has
-Lipschitz constant at most 1 (the leaky ReLUs too), so the critic is 1-Lipschitz without
-a penalty or clipping. σ is estimated by one power iteration per training forward pass
+(arXiv:1802.05957), Sec. 2.1 and Algorithm 1. A dense layer then has Lipschitz constant
+at most 1 (a convolution about that, see below), as the leaky ReLUs have, which bounds
+the critic's without a penalty or clipping. σ is estimated by one power iteration per training forward pass
 from a vector u kept between steps, as the authors' Chainer code does
 (pfnet-research/chainer-gan-lib, ``common/sn``); the gradient flows through σ(W) into W
 (the paper's Eq. 12), not around it.
@@ -79,6 +79,3 @@ class SpectralNorm(keras.layers.Wrapper):
             self.u.assign(u)
         with keras.StatelessScope(state_mapping=[(kernel, kernel / sigma)]):
             return self.layer(inputs)
-
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
