@@ -3,10 +3,10 @@
 Miyato et al. 2018, "Spectral Normalization for Generative Adversarial Networks"
 (arXiv:1802.05957), Sec. 2.1 and Algorithm 1. A dense layer then has Lipschitz constant
 at most 1 (a convolution about that, see below), as the leaky ReLUs have, which bounds
-the critic's without a penalty or clipping. σ is estimated by one power iteration per training forward pass
-from a vector u kept between steps, as the authors' Chainer code does
-(pfnet-research/chainer-gan-lib, ``common/sn``); the gradient flows through σ(W) into W
-(the paper's Eq. 12), not around it.
+the critic's without a penalty or clipping. σ is estimated by one power iteration per
+training forward pass from a vector u kept between steps, as the authors' Chainer code
+does (pfnet-research/chainer-gan-lib, ``common/sn``); the gradient flows through σ(W)
+into W, not around it.
 
 A convolution kernel [kh, kw, in, out] is normalised as the matrix [kh·kw·in, out]: the
 transpose of Miyato's reshape of the (out, in, kh, kw) kernel to (out, in·kh·kw), so the
