@@ -2,7 +2,7 @@
 
 Miyato et al. 2018, "Spectral Normalization for Generative Adversarial Networks"
 (arXiv:1802.05957), Sec. 2.1 and Algorithm 1. A dense layer then has Lipschitz constant
-at most 1 (a convolution about that, see below), as the leaky ReLUs have, which bounds
+at most 1 (a convolution roughly so, see below), as the leaky ReLUs have, which bounds
 the critic's without a penalty or clipping. σ is estimated by one power iteration per
 training forward pass from a vector u kept between steps, as the authors' Chainer code
 does (pfnet-research/chainer-gan-lib, ``common/sn``); the gradient flows through σ(W)
@@ -13,9 +13,9 @@ transpose of Miyato's reshape of the (out, in, kh, kw) kernel to (out, in·kh·k
 same singular values. That bounds the reshaped kernel, not the convolution as an
 operator on images (whose norm can be larger): the paper's convention all the same.
 
-Why not ``keras.layers.SpectralNormalization``: it assigns W/σ into the kernel variable
-in training, so the gradient never passes through σ and the weights drift between the
-stored and the normalised matrix; and its u has no cross-replica aggregation.
+Why not ``keras.layers.SpectralNormalization``: in training it writes W/σ into the kernel
+variable, so the optimizer updates the normalised matrix and no gradient passes through
+σ; and its u has no cross-replica aggregation.
 """
 
 from __future__ import annotations
