@@ -221,7 +221,8 @@ def main() -> None:
         else:
             emit = args.out.with_name(f".{name}.emit.json")
             cmd = [sys.executable, "-m", "benchmarks.run", "--child", name, str(emit),
-                   "--out", str(args.out)]
+                   "--out", str(args.out), "--quiet-budget", str(budget),
+                   "--quiet-limit", str(args.quiet_limit)]
             if args.full:
                 cmd.append("--full")
             subprocess.run(cmd, check=True, cwd=BENCH.parent)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from benchmarks.common import WORK, Figure, Gated, command, gated
 from benchmarks.hlo_flops import hlo_flops
+from wgan.variants import VARIANTS as VARIANT_TABLE
 
 # The step-time target and its reference loops (0.9 s plain, 0.5 s XLA) describe
 # the 28×28 DCGAN at width 64; the default width at 28×28 is 32 (wgan.models.base_channels).
@@ -40,7 +41,7 @@ MODELS = {  # name -> (sample shape, model params)
     "dcgan64": ((64, 64, 3), {}),
     "mlp8192": ((8192,), {}),
 }
-VARIANTS = ("gan", "wgan", "wgan-gp", "wgan-lp")
+VARIANTS = tuple(VARIANT_TABLE)  # every entry of wgan.variants.VARIANTS
 TARGET_ITERATION_S = 0.45
 REFERENCE_S = {"reference-xla": 0.5, "reference-plain": 0.9}  # as first measured here
 TARGET_VS_REFERENCE = round(TARGET_ITERATION_S / REFERENCE_S["reference-xla"], 2)

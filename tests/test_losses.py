@@ -14,6 +14,7 @@ from wgan.penalties import (
     lipschitz_penalty,
     no_penalty,
     perturbed,
+    r1_penalty,
 )
 
 # One 4-value input shared by every loss (TF-GAN's pattern).
@@ -33,6 +34,8 @@ def _softplus(x):
         ("non_saturating",
          float(np.mean(_softplus(-REAL.numpy()) + _softplus(FAKE.numpy()))),
          float(np.mean(_softplus(-FAKE.numpy())))),
+        # Hinge: relu(1 − real) = [0, 1.5, 0, 0.8], relu(1 + fake) = [4, 3.5, 5, 4].
+        ("hinge", (2.3 + 16.5) / 4, -3.125),
     ],
 )
 def test_losses_match_hand_computed_values(name, critic_mean, generator_mean):
@@ -86,6 +89,30 @@ def test_penalties_on_a_linear_critic(w, gp, lp):
     np.testing.assert_allclose(lp_values, lp, rtol=1e-4, atol=1e-6)
 
 
+def test_hinge_critic_loss_is_zero_beyond_the_margins():
+    # Reals scored ≥ 1 and fakes ≤ −1 cost nothing; inside the margin the loss is linear.
+    d = get_loss("hinge").critic(tf.constant([1.0, 3.0, 0.5]), tf.constant([-1.0, -4.0, 0.0]))
+    np.testing.assert_allclose(d, [0.0, 0.0, 0.5 + 1.0])
+
+
+@pytest.mark.parametrize("w", [[2.0, 0.0, 0.0, 0.0], [0.3, -1.0, 0.4, 2.0]])
+def test_r1_on_a_linear_critic_is_half_the_squared_weight_norm(w):
+    """D(x) = w·x has ∇D = w everywhere: R1 = ½‖w‖², so γ·R1 = γ/2·‖w‖²."""
+    values, norms = r1_penalty(_linear_critic(w), tf.random.normal([5, 2, 2, 1]))
+    np.testing.assert_allclose(values, 0.5 * np.sum(np.square(w)), rtol=1e-5)
+    np.testing.assert_allclose(norms, np.linalg.norm(w), rtol=1e-5)
+
+
+def test_r1_on_a_quadratic_critic_depends_on_the_point():
+    """D(x) = ½xᵀAx has ∇D(x) = ½(A + Aᵀ)x: R1(x) = ½‖½(A + Aᵀ)x‖², per point."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(3, 3)).astype(np.float32)
+    x = rng.normal(size=(4, 3)).astype(np.float32)
+    values, _ = r1_penalty(lambda p: 0.5 * tf.einsum("bi,ij,bj->b", p, a, p), tf.constant(x))
+    grads = x @ (0.5 * (a + a.T))
+    np.testing.assert_allclose(values, 0.5 * np.sum(grads**2, axis=1), rtol=1e-5)
+
+
 def test_penalty_target_and_zero_gradient_are_finite():
     critic = _linear_critic([2.0, 2.0, 2.0, 2.0])
     values, _ = gradient_penalty(critic, tf.ones([3, 4]), target=2.0)
@@ -101,11 +128,11 @@ def test_penalty_target_and_zero_gradient_are_finite():
 def test_no_penalty_is_zero_and_registry_lookup():
     values, norms = no_penalty(lambda x: x, tf.ones([3, 4]))
     assert values.shape == [3] and float(tf.reduce_sum(values)) == 0.0
-    assert set(PENALTIES) == {"none", "gp", "lp"}
+    assert set(PENALTIES) == {"none", "gp", "lp", "r1"}
     with pytest.raises(ValueError, match="gp"):
         get_penalty("spectral")
     with pytest.raises(ValueError, match="wasserstein"):
-        get_loss("hinge")
+        get_loss("least_squares")
 
 
 def test_interpolates_use_one_alpha_per_example():

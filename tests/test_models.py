@@ -18,10 +18,12 @@ STD = 0.02
 SHAPE, MODEL = (32, 32, 3), {"base_channels": 16, "z_dim": 32, "critic_norm": "batch"}
 
 
-def _weights(init: str, seed: int = 0, shape=SHAPE, **model) -> dict[str, list[np.ndarray]]:
+def _weights(init: str, seed: int = 0, shape=SHAPE, spectral: bool = False,
+             **model) -> dict[str, list[np.ndarray]]:
     """{"kernel": [...], "gamma": [...]} of a freshly built generator and critic."""
     keras.utils.set_random_seed(seed)
-    models = build_models(ModelConfig(**{**MODEL, **model, "init": init}), shape)
+    models = build_models(ModelConfig(**{**MODEL, **model, "init": init}), shape,
+                          spectral=spectral)
     out = {"kernel": [], "gamma": []}
     for m in models:
         for w in m.weights:
@@ -31,10 +33,11 @@ def _weights(init: str, seed: int = 0, shape=SHAPE, **model) -> dict[str, list[n
     return out
 
 
-@pytest.mark.parametrize("shape", [SHAPE, (64,)])  # dcgan; the mask MLP
-def test_dcgan_init_draws_kernels_from_normal_0_002(shape):
-    weights = _weights("dcgan", shape=shape, mlp_hidden=256)
-    assert weights["kernel"]
+# dcgan; the mask MLP; the spectrally normalised critic of wgan-sn/sngan (wrapped kernels)
+@pytest.mark.parametrize("shape, spectral", [(SHAPE, False), ((64,), False), (SHAPE, True)])
+def test_dcgan_init_draws_kernels_from_normal_0_002(shape, spectral):
+    weights = _weights("dcgan", shape=shape, spectral=spectral, mlp_hidden=256)
+    assert len(weights["kernel"]) == len(_weights("keras", shape=shape)["kernel"])
     for kernel in weights["kernel"]:
         if kernel.size < 500:
             continue  # too few draws to estimate a spread

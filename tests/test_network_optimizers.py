@@ -53,6 +53,9 @@ def _opt(optimizer, lr, beta1=None, beta2=None) -> dict:
         # A shared beta that wgan's RMSprop ignores is read by the network choosing Adam.
         ({"variant": "wgan", "beta1": 0.0, "generator": {"optimizer": "adam"}},
          _opt("adam", 5e-5, 0.0, 0.999), _opt("rmsprop", 5e-5)),
+        # A spectrally normalised critic (sngan: Adam 2e-4, 0.5, 0.999) at its own TTUR rate.
+        ({"variant": "sngan", "generator": {"lr": 1e-4}, "critic": {"lr": 4e-4}},
+         _opt("adam", 1e-4, 0.5, 0.999), _opt("adam", 4e-4, 0.5, 0.999)),
     ],
 )
 def test_each_network_takes_its_own_value_then_the_shared_one_then_the_variants(

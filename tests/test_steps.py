@@ -17,6 +17,7 @@ import wgan.steps as steps_module
 from wgan.config import parse_params, resolve_train
 from wgan.models import build_models, resolve_model
 from wgan.steps import make_train_steps
+from wgan.training_setup import build_training
 from wgan.variants import VARIANTS
 
 
@@ -142,12 +143,13 @@ def test_resolved_mlp_has_its_latent_size_and_no_width():
     assert resolved.z_dim == generator.input_shape[-1] == 1000
 
 
-def test_mixed_precision_step_runs_and_reduces_in_float32():
+@pytest.mark.parametrize("variant", ["wgan-gp", "sngan"])
+def test_mixed_precision_step_runs_and_reduces_in_float32(variant):
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        params = tiny_params("wgan-gp", mixed_precision=True)
+        params = tiny_params(variant, mixed_precision=True)
         cfg = resolve_train(params.train)
-        g, c = build_models(params.model, (28, 28, 1))
+        g, c = build_models(params.model, (28, 28, 1), spectral=variant == "sngan")
         g_opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-4))
         c_opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-4))
         g_opt.build(g.trainable_variables)
@@ -162,8 +164,24 @@ def test_mixed_precision_step_runs_and_reduces_in_float32():
         keras.mixed_precision.set_global_policy("float32")
     assert all(v.dtype == tf.float32 for v in m.values())
     assert all(np.isfinite(float(v)) for v in m.values())
-    assert float(m["penalty"]) > 0
+    assert (float(m["penalty"]) > 0) == (variant == "wgan-gp")
     assert any(np.any(b != a.numpy()) for b, a in zip(before, c.trainable_weights, strict=True))
+
+
+def test_gan_r1_penalises_the_critic_gradient_at_the_real_batch():
+    """The step's penalty is mean ½‖∇D(x)‖² over the real batch, at the weights before
+    the update (the critic has no normalisation, so training mode changes nothing)."""
+    params = tiny_params("gan-r1")
+    cfg = resolve_train(params.train)
+    run = build_training(params.model, cfg, (28, 28, 1), tf.distribute.get_strategy(), seed=0)
+    real = tf.random.uniform([8, 28, 28, 1], -1, 1, seed=1)
+    with tf.GradientTape() as tape:
+        tape.watch(real)
+        out = run.critic(real)
+    grads = tape.gradient(out, real).numpy().reshape(8, -1)
+    expected = np.mean(0.5 * np.sum(grads**2, axis=1))
+    m = run.steps.critic_step(real, tf.constant([0, 1], tf.int64))
+    assert float(m["penalty"]) == pytest.approx(expected, rel=1e-4)
 
 
 def test_grad_clip_under_mixed_precision_clips_the_unscaled_gradient():

@@ -32,9 +32,11 @@ from wgan.metrics.masks import is_valid_mask
 from wgan.models import build_models
 from wgan.prepared.format import read_meta
 from wgan.prepared.write import Source, write_prepared
+from wgan.spectral_norm import SpectralNorm
 from wgan.train import TrainOutputs, train
 from wgan.training_log import CurveFile
 from wgan.training_setup import critic_iterations
+from wgan.variants import VARIANTS
 
 STAGE = [sys.executable, str(ROOT / "stages/train.py"), "data/prepared/mnist",
          "models/classifier", "data/reference/mnist", "models", "models/checkpoints",
@@ -108,6 +110,17 @@ def test_wgan_under_xla_saves_stock_layers_with_their_clip(tmp_path, digits):
             ] == [keras.layers.Conv2DTranspose] * 2
 
 
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_variant_trains_and_saves_a_loadable_critic(tmp_path, digits, variant):
+    out = TrainOutputs.under(tmp_path)
+    result = train(_params(variant=variant, steps=3, jit_compile=True, ema=None), digits, out)
+    assert np.isfinite(result["critic_loss"]) and np.isfinite(result["generator_loss"])
+    critic = keras.models.load_model(out.models / "critic.keras", compile=False)
+    wrapped = [type(la.layer) for la in critic.layers if isinstance(la, SpectralNorm)]
+    spectral = VARIANTS[variant].critic_constraint == "spectral"
+    assert wrapped == ([keras.layers.Conv2D] * 2 + [keras.layers.Dense] if spectral else [])
+
+
 def test_a_different_seed_changes_the_losses(tmp_path, digits):
     a = train(_params(steps=2), digits, TrainOutputs.under(tmp_path / "a"))
     b = train(parse_params({"seed": 1, "train": {**TINY_TRAIN, "steps": 2},
@@ -139,9 +152,11 @@ def _cluster(workdirs: list[Path]) -> list[str]:
     return run_cluster(workers, workdirs[0].parent / f"logs-{workdirs[0].name}", timeout=240)
 
 
-def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path, digits):
+# wgan-sn: the spectral norm's u vectors must come back from the checkpoint too.
+@pytest.mark.parametrize("variant", ["wgan-gp", "wgan-sn"])
+def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path, digits, variant):
     train_cfg = {**TINY_TRAIN, "steps": 12, "checkpoint_every": 4, "sample_every": 2,
-                 "jit_compile": True}
+                 "jit_compile": True, "variant": variant}
     runs = {}
     for name in ("straight", "killed"):
         work = tmp_path / name

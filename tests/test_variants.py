@@ -50,5 +50,11 @@ def test_a_table_entry_with_an_unknown_knob_or_name_is_refused():
     with pytest.raises(ValueError, match="not in VARIANT_KNOBS"):
         Variant(loss="wasserstein", penalty="gp", paper="", defaults={},
                 reads=frozenset({"lamda"}))
+    with pytest.raises(ValueError, match="critic_constraint: unknown 'orthogonal'"):
+        Variant(loss="wasserstein", penalty="none", paper="", defaults={},
+                critic_constraint="orthogonal")
+    with pytest.raises(ValueError, match="'clip' and reading 'clip' go together"):
+        Variant(loss="wasserstein", penalty="none", paper="", defaults={},
+                critic_constraint="spectral", reads=frozenset({"clip"}))
     with pytest.raises(ValueError, match="unknown variant 'wgan-div'; choose one of gan"):
         get_variant("wgan-div")

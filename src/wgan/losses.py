@@ -17,6 +17,8 @@ __all__ = [
     "AdversarialLoss",
     "LOSSES",
     "get_loss",
+    "hinge_critic_loss",
+    "hinge_generator_loss",
     "non_saturating_critic_loss",
     "non_saturating_generator_loss",
     "wasserstein_critic_loss",
@@ -75,6 +77,23 @@ def wasserstein_generator_loss(d_fake_logits: tf.Tensor) -> tf.Tensor:
     return -_per_example(d_fake_logits, "d_fake_logits")
 
 
+# Hinge loss. Lim & Ye 2017, "Geometric GAN" (arXiv:1705.02894), as SNGAN uses it
+# (Miyato et al. 2018, arXiv:1802.05957, Sec. 4): the critic is a margin classifier, the
+# generator's loss is WGAN's.
+
+def hinge_critic_loss(d_real_logits: tf.Tensor, d_fake_logits: tf.Tensor) -> tf.Tensor:
+    """L_D = relu(1 − D(x)) + relu(1 + D(G(z))) per example.
+
+    Returns: per-example loss, shape [B].
+    """
+    return (tf.nn.relu(1.0 - _per_example(d_real_logits, "d_real_logits"))
+            + tf.nn.relu(1.0 + _per_example(d_fake_logits, "d_fake_logits")))
+
+
+# The hinge generator loss is WGAN's, −D(G(z)); one function, two names for the table.
+hinge_generator_loss = wasserstein_generator_loss
+
+
 class AdversarialLoss(NamedTuple):
     critic: object
     generator: object
@@ -83,6 +102,7 @@ class AdversarialLoss(NamedTuple):
 LOSSES: dict[str, AdversarialLoss] = {
     "non_saturating": AdversarialLoss(non_saturating_critic_loss, non_saturating_generator_loss),
     "wasserstein": AdversarialLoss(wasserstein_critic_loss, wasserstein_generator_loss),
+    "hinge": AdversarialLoss(hinge_critic_loss, hinge_generator_loss),
 }
 
 

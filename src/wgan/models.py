@@ -3,14 +3,17 @@
 ``dcgan`` (Radford et al. 2015, arXiv:1511.06434): strided (transposed) convolutions
 between 4×4 (7×7 for 28×28) and the image size; BatchNorm in the generator with
 statistics synchronised across replicas, so N replicas compute what one device
-computes on the same global batch. The critic has no BatchNorm for wgan-gp/wgan-lp:
-it couples the samples of a batch, which breaks the per-sample penalty (Gulrajani et
-al. 2017, Sec. 4); ``critic_norm: layer`` is the allowed alternative.
+computes on the same global batch. The critic has no BatchNorm for the variants with a
+per-sample gradient penalty (wgan-gp, wgan-lp, gan-r1): it couples the samples of a
+batch (Gulrajani et al. 2017, Sec. 4); ``critic_norm: layer`` is the allowed
+alternative. The table (:mod:`wgan.variants`) says which norms each variant allows.
 
 ``mlp`` (WGAN_GP_MASK): generator z → 4096 leaky-ReLU → L sigmoid; critic
 L → 4096 → 1024 → 1 linear, for 1-D 0/1 masks.
 
 ``model.init`` (:func:`initializers`) chooses the conv/dense kernels' initial weights.
+A variant whose ``critic_constraint`` is ``spectral`` gets every conv and dense layer of
+either critic wrapped in :class:`wgan.spectral_norm.SpectralNorm`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from keras import layers
 from wgan.block_conv import BlockConv2D, BlockConv2DTranspose
 from wgan.config import ModelConfig
 from wgan.model_geometry import dcgan_plan
+from wgan.spectral_norm import SpectralNorm
 
 __all__ = ["build_models", "base_channels", "initializers", "latent_dim", "model_arch",
            "resolve_model", "ClipWeights"]
@@ -146,21 +150,29 @@ def _critic_norm(kind: str, constraint, init: str):
     return None
 
 
+def _linear(spectral: bool):
+    """How the critic wraps each conv/dense layer: in :class:`SpectralNorm`, or not at all."""
+    if not spectral:
+        return lambda layer: layer
+    return lambda layer: SpectralNorm(layer, dtype=layer.dtype_policy)
+
+
 def _dcgan_critic(shape, base: int, norm: str, constraint, block_convs: bool,
-                  init: str) -> keras.Model:
+                  init: str, spectral: bool) -> keras.Model:
     _, steps = _dcgan_plan(shape)
     kw = dict(kernel_constraint=constraint, bias_constraint=constraint)
+    wrap = _linear(spectral)
     x_in = keras.Input(shape, name="x")
     x = x_in
     for i in range(steps):
         conv = BlockConv2D if block_convs and i == 0 else layers.Conv2D
-        x = conv(base * 2**i, 4, 2, padding="same", **kw, **initializers(init))(x)
+        x = wrap(conv(base * 2**i, 4, 2, padding="same", **kw, **initializers(init)))(x)
         norm_layer = _critic_norm(norm, constraint, init) if i > 0 else None
         if norm_layer is not None:
             x = norm_layer(x)
         x = layers.LeakyReLU(0.2)(x)
     x = layers.Flatten()(x)
-    out = layers.Dense(1, dtype="float32", **kw, **initializers(init))(x)
+    out = wrap(layers.Dense(1, dtype="float32", **kw, **initializers(init)))(x)
     return keras.Model(x_in, out, name="critic")
 
 
@@ -171,32 +183,38 @@ def _mlp_generator(length: int, z_dim: int, hidden: int, init: str) -> keras.Mod
     return keras.Model(z, out, name="generator")
 
 
-def _mlp_critic(length: int, hidden: int, constraint, init: str) -> keras.Model:
+def _mlp_critic(length: int, hidden: int, constraint, init: str, spectral: bool) -> keras.Model:
     kw = dict(kernel_constraint=constraint, bias_constraint=constraint)
+    wrap = _linear(spectral)
     x_in = keras.Input((length,), name="x")
-    x = layers.LeakyReLU(0.2)(layers.Dense(hidden, **kw, **initializers(init))(x_in))
-    x = layers.LeakyReLU(0.2)(layers.Dense(max(1, hidden // 4), **kw, **initializers(init))(x))
-    out = layers.Dense(1, dtype="float32", **kw, **initializers(init))(x)
+    x = layers.LeakyReLU(0.2)(wrap(layers.Dense(hidden, **kw, **initializers(init)))(x_in))
+    x = layers.LeakyReLU(0.2)(
+        wrap(layers.Dense(max(1, hidden // 4), **kw, **initializers(init)))(x))
+    out = wrap(layers.Dense(1, dtype="float32", **kw, **initializers(init)))(x)
     return keras.Model(x_in, out, name="critic")
 
 
 def build_models(
     config: ModelConfig, shape: tuple[int, ...], clip: float | None = None,
-    xla: bool = False,
+    xla: bool = False, spectral: bool = False,
 ) -> tuple[keras.Model, keras.Model]:
-    """(generator, critic) for samples of ``shape``; ``clip`` adds WGAN weight clipping.
+    """(generator, critic) for samples of ``shape``; ``clip`` adds WGAN weight clipping,
+    ``spectral`` spectral normalization of the critic.
 
     ``xla``: the models will train inside an XLA-compiled step, so a dcgan on
     single-channel images computes its image-side convolutions with
-    :mod:`wgan.block_conv` (same maths, faster there; slower without XLA).
+    :mod:`wgan.block_conv` (same maths, faster there; slower without XLA). Not in a
+    spectrally normalised critic: the saved file must hold stock layers, and
+    :func:`wgan.block_conv.with_stock_layers` does not look inside the wrapper.
     """
     constraint = ClipWeights(clip) if clip is not None else None
     z_dim = latent_dim(config, shape)
     if model_arch(config, shape) == "mlp":
         (length,) = shape
         return (_mlp_generator(length, z_dim, config.mlp_hidden, config.init),
-                _mlp_critic(length, config.mlp_hidden, constraint, config.init))
+                _mlp_critic(length, config.mlp_hidden, constraint, config.init, spectral))
     base = base_channels(config, shape)
     block_convs = xla and shape[-1] == 1
     return (_dcgan_generator(shape, z_dim, base, block_convs, config.init),
-            _dcgan_critic(shape, base, config.critic_norm, constraint, block_convs, config.init))
+            _dcgan_critic(shape, base, config.critic_norm, constraint,
+                          block_convs and not spectral, config.init, spectral))

@@ -1,4 +1,4 @@
-"""Lipschitz penalties on the critic, as pure functions.
+"""Penalties on the critic's input gradient (Lipschitz penalties, R1), as pure functions.
 
 A penalty takes the critic as a plain callable and the points x̂ where the
 constraint is enforced, and returns per-point values of shape ``[N]`` and the
@@ -31,6 +31,7 @@ __all__ = [
     "gradient_penalty",
     "lipschitz_penalty",
     "no_penalty",
+    "r1_penalty",
     "interpolates",
     "perturbed",
     "penalty_critic",
@@ -70,15 +71,19 @@ def perturbed(real: tf.Tensor, fake: tf.Tensor, noise: tf.Tensor, scale: float,
     return both + scale * tf.cast(sigma, both.dtype) * tf.cast(noise, both.dtype)
 
 
-def _gradient_norms(critic: Callable, points: tf.Tensor) -> tf.Tensor:
-    """‖∇D(x̂)‖₂ per point, over all non-batch axes, in float32."""
+def _squared_gradient_norms(critic: Callable, points: tf.Tensor) -> tf.Tensor:
+    """‖∇D(x̂)‖₂² per point, over all non-batch axes, in float32."""
     with tf.GradientTape() as tape:
         tape.watch(points)
         outputs = tf.cast(critic(points), tf.float32)
     # A non-scalar target is summed, so row i holds dD(x̂_i)/dx̂_i (points are independent).
     grads = tf.cast(tape.gradient(outputs, points), tf.float32)
-    axes = list(range(1, grads.shape.rank))
-    return tf.sqrt(tf.reduce_sum(tf.square(grads), axis=axes) + _NORM_EPS)
+    return tf.reduce_sum(tf.square(grads), axis=list(range(1, grads.shape.rank)))
+
+
+def _gradient_norms(critic: Callable, points: tf.Tensor) -> tf.Tensor:
+    """‖∇D(x̂)‖₂ per point, in float32."""
+    return tf.sqrt(_squared_gradient_norms(critic, points) + _NORM_EPS)
 
 
 # Gradient penalty (WGAN-GP). Gulrajani et al. 2017, "Improved Training of Wasserstein
@@ -110,6 +115,20 @@ def lipschitz_penalty(critic: Callable, points: tf.Tensor, target: float = 1.0):
     return gradient_penalty(critic, points, target=target, one_sided=True)
 
 
+# R1. Mescheder et al. 2018, "Which Training Methods for GANs do actually Converge?"
+# (arXiv:1801.04406), Sec. 4.1: penalise the critic's gradient on the data only, so that
+# at the equilibrium (generator on the data, critic flat there) nothing pulls away from it.
+
+def r1_penalty(critic: Callable, points: tf.Tensor, target: float = 1.0):
+    """R1(x) = ½‖∇D(x)‖₂² at real samples x; times ``train.lambda`` = γ gives γ/2·‖∇D(x)‖².
+
+    ``target`` is unused (R1 pulls the gradient to 0). Returns (per-point penalty [N],
+    per-point gradient norm [N]), float32.
+    """
+    squared = _squared_gradient_norms(critic, points)
+    return 0.5 * squared, tf.sqrt(squared + _NORM_EPS)
+
+
 def no_penalty(critic: Callable, points: tf.Tensor, target: float = 1.0):
     """Zero penalty (gan, wgan), so the critic loss is always ``adv + weight * penalty``."""
     zeros = tf.zeros(tf.shape(points)[:1], tf.float32)
@@ -120,6 +139,7 @@ PENALTIES: dict[str, Callable] = {
     "none": no_penalty,
     "gp": gradient_penalty,
     "lp": lipschitz_penalty,
+    "r1": r1_penalty,
 }
 
 

@@ -71,6 +71,8 @@ def make_train_steps(
         return tf.nn.compute_average_loss(per_example, global_batch_size=batch)
 
     def penalty_points(real, fake, seed):
+        if sampling == "real":
+            return real
         if sampling == "perturb":
             # Global noise [2, B, ...] sliced on the batch axis keeps reals first.
             noise = global_noise("normal", [2, batch, *real.shape[1:]], seed, axis=1)

@@ -17,6 +17,7 @@ import tensorflow as tf
 from wgan.config import ModelConfig, NetworkOptimizer, TrainConfig
 from wgan.models import build_models, latent_dim
 from wgan.steps import TrainSteps, compiles_with_xla, make_train_steps
+from wgan.variants import get_variant
 
 __all__ = ["BestSoFar", "TrainingSetup", "build_training", "critic_iterations",
            "learning_rate", "make_optimizer"]
@@ -149,7 +150,9 @@ def build_training(model: ModelConfig, train: TrainConfig, shape: tuple[int, ...
         keras.mixed_precision.set_global_policy("mixed_float16")
     xla = compiles_with_xla(train, strategy)
     with strategy.scope():
-        generator, critic = build_models(model, shape, train.clip, xla=xla and xla_layers)
+        spectral = get_variant(train.variant).critic_constraint == "spectral"
+        generator, critic = build_models(model, shape, train.clip, xla=xla and xla_layers,
+                                         spectral=spectral)
         g_opt = make_optimizer(train.generator, train.mixed_precision)
         c_opt = make_optimizer(train.critic, train.mixed_precision)
         g_opt.build(generator.trainable_variables)
