@@ -36,9 +36,6 @@ def run_steps(strategy, variant: str, k: int = 2, stock_layers: bool = False,
     ``critic_gain`` scales the critic's initial kernels, so that its input-gradient norms
     exceed 1 and a one-sided penalty is not zero.
     """
-    # As train() does: without deterministic kernels the R1 step's second-order
-    # gradient differs run to run (by ~3e-3 after 3 SGD steps), hiding real mismatches.
-    tf.config.experimental.enable_op_determinism()
     params = tiny_params(variant, model, **train)
     cfg = resolve_train(params.train)
     run = build_training(params.model, cfg, SHAPE, strategy, seed=0, xla_layers=not stock_layers)
