@@ -53,7 +53,12 @@ from wgan.metrics.inception import StandardInception  # noqa: E402
 from wgan.models import latent_dim  # noqa: E402
 from wgan.prepared.write import Source, write_prepared  # noqa: E402
 from wgan.reference import write_reference  # noqa: E402
-from wgan.reference_stats import read_reference, read_stats  # noqa: E402
+from wgan.reference_stats import (  # noqa: E402
+    read_floor,
+    read_reference,
+    read_stats,
+    write_floor,
+)
 from wgan.sample import write_samples  # noqa: E402
 from wgan.scoring import classifier_outputs, read_split  # noqa: E402
 
@@ -248,7 +253,7 @@ def test_inception_metrics_with_local_weights(digits, tmp_path, monkeypatch) -> 
     assert result["protocol"]["inception"] == {
         "name": "keras InceptionV3 (ImageNet)", "resize_filter": "PIL.BICUBIC to 299x299",
         "sha256": hashlib.sha256(b"weights").hexdigest(), "protocol": "custom",
-        "n_samples": 40, "reference": {"split": "test", "n": 40}}
+        "n_samples": 40, "reference": {"split": "test", "n": 40}, "floor": "reference stage"}
 
 
 def test_unlabelled_images_use_held_out_train_and_no_classifier(tmp_path) -> None:
@@ -348,6 +353,7 @@ def test_standard_inception_scores_against_the_reference_stage(digits, standin_g
     entry = result["protocol"]["inception"]
     assert entry["sha256"] == hashlib.sha256(standin_graph.read_bytes()).hexdigest()
     assert entry["protocol"] == "custom" and entry["reference"] == {"split": "test", "n": 100}
+    assert entry["floor"] == "reference stage"
     assert "ResizeBilinear" in entry["resize_filter"] and "(x - 128) / 128" in \
         entry["preprocessing"]
     # The reference stage's file is TTUR's layout, of the first n test images' features.
@@ -357,6 +363,57 @@ def test_standard_inception_scores_against_the_reference_stage(digits, standin_g
     mu, sigma = feature_statistics(network.features_and_probs(test_images)[0])
     np.testing.assert_allclose(stats.mu, mu, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(stats.sigma, sigma, rtol=1e-5, atol=1e-5)
+
+
+def test_the_inception_floor_is_cached_by_the_reference_stage(digits, standin_graph,
+                                                              tmp_path) -> None:
+    # Cached floor outputs give the values evaluate computes itself, and are really read.
+    config = _standard(standin_graph)
+    cached = score(digits, tmp_path, config)
+    reference = tmp_path / "reference"
+    info = json.loads((reference / "info.json").read_text())
+    assert info["inception_floor"]["rows"] == "train[:100]"
+
+    def rescore(n: int = config.n) -> dict:
+        return evaluate(digits["prepared"], digits["samples"], digits["classifier"], reference,
+                        tmp_path / "plots", EvaluateConfig(**{**config.__dict__, "n": n}), SEED)
+
+    (reference / "inception_floor.npz").rename(tmp_path / "floor.npz")
+    del info["inception_floor"]
+    (reference / "info.json").write_text(json.dumps(info))
+    computed = rescore()
+    assert computed["protocol"]["inception"]["floor"] == "computed"
+    for key in INCEPTION_KEYS:
+        assert cached["inception"][key]["floor"] == pytest.approx(
+            computed["inception"][key]["floor"], rel=1e-5), key
+    # Outputs that differ from the network's change the floor: evaluate used the cache.
+    features, probs = read_floor(tmp_path / "ref2", "x", "train[:100]", 100) or (None, None)
+    assert features is None  # no reference stage there: nothing cached
+    score(digits, tmp_path, config)
+    with np.load(reference / "inception_floor.npz") as npz:
+        features, probs = npz["features"], npz["probs"]
+    write_floor(reference / "inception_floor.npz", features * 2, probs)
+    assert rescore()["inception"]["fid"]["floor"] != pytest.approx(
+        cached["inception"]["fid"]["floor"], rel=1e-3)
+    # Another n means other floor rows: computed, not read.
+    assert rescore(60)["protocol"]["inception"]["floor"] == "computed"
+
+
+@pytest.mark.parametrize(("arrays", "match"), [
+    ({"features": np.zeros((100, 8))}, r"not features \[100, D\] and probs"),
+    ({"features": np.zeros((99, 8)), "probs": np.zeros((99, 4))}, r"not features \[100, D\]"),
+    ({"features": np.zeros((100, 8)), "probs": np.full((100, 4), np.inf)}, "infinite"),
+])
+def test_a_malformed_floor_cache_is_refused_in_one_line(digits, standin_graph, tmp_path,
+                                                        arrays, match) -> None:
+    config = _standard(standin_graph)
+    write_reference(digits["prepared"], digits["classifier"], tmp_path,
+                    Params(sample=SAMPLE, evaluate=config))
+    np.savez(tmp_path / "inception_floor.npz", **arrays)
+    sha256 = hashlib.sha256(standin_graph.read_bytes()).hexdigest()
+    with pytest.raises(ValueError, match=match) as err:
+        read_floor(tmp_path, sha256, "train[:100]", 100)
+    assert "\n" not in str(err.value) and "re-run `dvc repro reference`" in str(err.value)
 
 
 def test_fid_against_a_published_statistics_file(digits, standin_graph, tmp_path) -> None:

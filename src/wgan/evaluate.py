@@ -54,7 +54,7 @@ from wgan.metrics.inception import load_inception
 from wgan.metrics.kid import kernel_inception_distance
 from wgan.metrics.masks import length_bins, mask_lengths
 from wgan.prepared.format import PreparedMeta, read_meta
-from wgan.reference_stats import ReferenceStats, read_reference, read_stats
+from wgan.reference_stats import ReferenceStats, read_floor, read_reference, read_stats
 from wgan.scoring import (
     ClassifierScorer,
     MaskScorer,
@@ -161,7 +161,8 @@ def _inception_metrics(samples: np.ndarray, real: RealSets, meta: PreparedMeta,
                        ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Inception FID/KID/IS (one split and 10) and the network's protocol entry, or nulls
     with a reason and None. A preset protocol scores its own n, without a floor; KID needs
-    reference features, which published statistics and presets do not keep."""
+    reference features, which published statistics and presets do not keep. The floor
+    images' outputs come from the reference stage's cache when it holds these rows."""
     network, reason = load_inception(config.inception)
     if network is None:
         return _nulls(INCEPTION_KEYS, reason), None
@@ -174,8 +175,7 @@ def _inception_metrics(samples: np.ndarray, real: RealSets, meta: PreparedMeta,
         stats, reference = _inception_reference(network, config, meta, reference_dir,
                                                 len(real.reference))
 
-        def score(images: np.ndarray) -> Scores:
-            features, probs = network.features_and_probs(images)
+        def score(features: np.ndarray, probs: np.ndarray) -> Scores:
             kid = ((None, None) if stats.features is None else kernel_inception_distance(
                 features, stats.features, config.kid_subsets, config.kid_subset_size, seed))
             is10 = inception_score(probs) if len(probs) >= 10 else (None, None)
@@ -184,13 +184,17 @@ def _inception_metrics(samples: np.ndarray, real: RealSets, meta: PreparedMeta,
                     "kid_mean": kid[0], "kid_std": kid[1], "is": classifier_score(probs),
                     "is10_mean": is10[0], "is10_std": is10[1]}
 
-        value = score(samples[:n])
-        floor = dict.fromkeys(value) if preset else score(real.floor)
+        value = score(*network.features_and_probs(samples[:n]))
+        cached = None if preset else read_floor(reference_dir, network.sha256,
+                                                real.floor_rows, len(real.floor))
+        floor = (dict.fromkeys(value) if preset
+                 else score(*(cached or network.features_and_probs(real.floor))))
     except Exception as err:  # Inception is optional: any failure is recorded, never fatal.
         return _nulls(INCEPTION_KEYS, f"inception failed: {err}"), None
     return ({k: {"value": value[k], "floor": floor[k]} for k in value},
             {**network.describe(), "protocol": config.protocol or "custom", "n_samples": n,
-             "reference": reference})
+             "reference": reference,
+             "floor": None if preset else ("reference stage" if cached else "computed")})
 
 
 def _swd_metrics(generated: np.ndarray, real: RealSets, config: EvaluateConfig, seed: int,

@@ -9,7 +9,10 @@ and the evaluations during training (``train.eval_n``) read the first rows they 
 * ``classifier.npz``: the domain classifier (labelled images with a trained classifier);
 * ``inception.npz``: the configured Inception network (``evaluate.inception``), when it is
   available; under a preset ``evaluate.protocol`` it holds the preset split's ``mu`` and
-  ``sigma`` only (50,000 x 2048 features would be 400 MB).
+  ``sigma`` only (50,000 x 2048 features would be 400 MB);
+* ``inception_floor.npz``: that network's features and class probabilities of
+  ``evaluate``'s floor images (not under a preset, which has no floor), so ``evaluate``
+  runs the network on its samples only: half the cost.
 
 ``info.json`` says, per extractor, the file, the extractor (name and sha256), split and
 ``n``, or the reason there is no file.
@@ -27,17 +30,21 @@ from wgan.config import PROTOCOLS, Params
 from wgan.files import write_json
 from wgan.metrics.inception import load_inception
 from wgan.prepared.format import PreparedMeta, read_meta
-from wgan.reference_stats import FILES, INFO_FILE, write_stats
-from wgan.scoring import classifier_outputs, read_split, reference_split
+from wgan.reference_stats import FILES, INFO_FILE, write_floor, write_stats
+from wgan.scoring import classifier_outputs, read_split, real_sets, reference_split
 
 __all__ = ["reference_n", "write_reference"]
 
 
+def _evaluated_n(params: Params) -> int:
+    """How many samples ``evaluate`` scores (before the data's own limits)."""
+    return min(params.evaluate.n, params.sample.n)
+
+
 def reference_n(params: Params) -> int:
     """How many reference images the consumers need: ``evaluate``'s and training's ``n``."""
-    evaluated = min(params.evaluate.n, params.sample.n)
     during_training = params.train.eval_n if params.train.eval_every is not None else 0
-    return max(evaluated, during_training)
+    return max(_evaluated_n(params), during_training)
 
 
 def _classifier_entry(classifier_dir: str | Path, images: np.ndarray, split: str,
@@ -51,14 +58,12 @@ def _classifier_entry(classifier_dir: str | Path, images: np.ndarray, split: str
             "split": split, "n": len(images)}
 
 
-def _inception_entry(prepared_dir: str | Path, meta: PreparedMeta, params: Params,
-                     reference: tuple[np.ndarray, str], out_dir: Path) -> dict[str, Any]:
+def _inception_entry(network: Any, prepared_dir: str | Path, meta: PreparedMeta,
+                     params: Params, reference: tuple[np.ndarray, str],
+                     out_dir: Path) -> dict[str, Any]:
     evaluate = params.evaluate
     if evaluate.reference_stats is not None:
         return {"reason": f"evaluate.reference_stats ({evaluate.reference_stats}) is used"}
-    network, reason = load_inception(evaluate.inception)
-    if network is None:
-        return {"reason": reason}
     images, split = reference
     preset = PROTOCOLS.get(evaluate.protocol)
     if preset is not None:
@@ -73,6 +78,28 @@ def _inception_entry(prepared_dir: str | Path, meta: PreparedMeta, params: Param
             "n": len(images), "protocol": evaluate.protocol}
 
 
+def _inception_floor_entry(network: Any, prepared_dir: str | Path, meta: PreparedMeta,
+                           params: Params, out_dir: Path) -> dict[str, Any]:
+    if params.evaluate.protocol in PROTOCOLS:
+        return {"reason": f"evaluate.protocol {params.evaluate.protocol} has no floor"}
+    real = real_sets(prepared_dir, meta, _evaluated_n(params))
+    write_floor(out_dir / FILES["inception_floor"], *network.features_and_probs(real.floor))
+    return {"file": FILES["inception_floor"], "extractor": network.describe(),
+            "rows": real.floor_rows}
+
+
+def _inception_entries(prepared_dir: str | Path, meta: PreparedMeta, params: Params,
+                       reference: tuple[np.ndarray, str], out_dir: Path) -> dict[str, Any]:
+    """The Inception statistics and floor outputs, or why there are none."""
+    network, reason = load_inception(params.evaluate.inception)
+    if network is None:
+        return {"inception": {"reason": reason}, "inception_floor": {"reason": reason}}
+    return {"inception": _inception_entry(network, prepared_dir, meta, params, reference,
+                                          out_dir),
+            "inception_floor": _inception_floor_entry(network, prepared_dir, meta, params,
+                                                      out_dir)}
+
+
 def write_reference(prepared_dir: str | Path, classifier_dir: str | Path,
                     out_dir: str | Path, params: Params) -> dict[str, Any]:
     """Featurise the reference images once per extractor; write the files and ``info.json``."""
@@ -83,13 +110,13 @@ def write_reference(prepared_dir: str | Path, classifier_dir: str | Path,
         (out_dir / name).unlink(missing_ok=True)  # never leave another run's file beside
     info: dict[str, Any] = {"dataset": meta.dataset}
     if not meta.is_image:
-        info["classifier"] = info["inception"] = {"reason": "masks have no feature extractor"}
+        info.update(dict.fromkeys(("classifier", "inception", "inception_floor"),
+                                  {"reason": "masks have no feature extractor"}))
     else:
         split, n = reference_split(meta, reference_n(params))
         images = read_split(prepared_dir, split, n)[0]
         info["classifier"] = _classifier_entry(classifier_dir, images, split, out_dir)
-        info["inception"] = _inception_entry(prepared_dir, meta, params, (images, split),
-                                             out_dir)
+        info.update(_inception_entries(prepared_dir, meta, params, (images, split), out_dir))
     write_json(out_dir / INFO_FILE, info)
     return info
 

@@ -48,6 +48,7 @@ class RealSets:
     reference_labels: np.ndarray | None
     reference_split: str
     floor: np.ndarray
+    floor_rows: str  # which train rows the floor is, e.g. ``train[:100]``: its cache key
 
 
 def read_split(prepared_dir: str | Path, split: str,
@@ -72,10 +73,11 @@ def real_sets(prepared_dir: str | Path, meta: PreparedMeta, n: int) -> RealSets:
     split, n_reference = reference_split(meta, n)
     if split == "test":
         reference, labels = read_split(prepared_dir, "test", n)
-        return RealSets(reference, labels, "test", read_split(prepared_dir, "train", n)[0])
+        floor = read_split(prepared_dir, "train", n)[0]
+        return RealSets(reference, labels, "test", floor, f"train[:{len(floor)}]")
     x, y = read_split(prepared_dir, "train", n_reference + n)
     return RealSets(x[:n_reference], None if y is None else y[:n_reference],
-                    f"train[:{n_reference}]", x[n_reference:])
+                    f"train[:{n_reference}]", x[n_reference:], f"train[{n_reference}:{len(x)}]")
 
 
 def fid_kid(features: np.ndarray, reference: np.ndarray, config: EvaluateConfig,
