@@ -54,13 +54,14 @@ def _load(path: Path) -> dict:
 
 
 def merge(stored: dict[str, dict], module: str, size: str, emitted: list[dict],
-          stamp: str) -> list[str]:
-    """Store ``emitted`` by id, and drop ``module``'s figures that this run should have
-    produced again but did not (a renamed or removed figure), so no stale figure stays
-    in the tables. A default run keeps the figures only ``--full`` produces. Returns
-    the dropped ids."""
+          stamp: str, cpu: str = "") -> list[str]:
+    """Store ``emitted`` by id, stamped with when and on which ``cpu`` they were measured
+    (figures kept from earlier runs may come from another host), and drop ``module``'s
+    figures that this run should have produced again but did not (a renamed or removed
+    figure), so no stale figure stays in the tables. A default run keeps the figures only
+    ``--full`` produces. Returns the dropped ids."""
     for fig in emitted:
-        fig.update(measured_at=stamp, module=module, size=size)
+        fig.update(measured_at=stamp, module=module, size=size, cpu=cpu)
     fresh = {fig["id"] for fig in emitted}
     covered = SIZES[: SIZES.index(size) + 1]
     dropped = [key for key, fig in stored.items() if fig.get("module") == module
@@ -99,6 +100,12 @@ def _target(fig: dict) -> str:
     return f"{head}{unit}" + (f" and {note}" if note else "")
 
 
+def _measured(fig: dict) -> str:
+    """When, and on which CPU when recorded: the tables mix runs, maybe of other hosts."""
+    cpu = fig.get("cpu")
+    return fig.get("measured_at", "") + (f" ({cpu})" if cpu else "")
+
+
 def _meets(fig: dict) -> str:
     return {True: "yes", False: "**no**", None: ""}[fig.get("meets")]
 
@@ -129,7 +136,7 @@ def render(results: dict) -> str:
         if fig.get("target"):
             lines.append(f"| {fig['what']} | {_fmt(fig['value'], fig['unit'])} | "
                          f"{_target(fig)} | "
-                         f"{_meets(fig)} | {_load_cell(fig)} | {fig.get('measured_at', '')} | "
+                         f"{_meets(fig)} | {_load_cell(fig)} | {_measured(fig)} | "
                          f"`{fig['command']}` |")
     train = [f for f in figs.values() if f["id"].startswith("train.") and
              f["id"].endswith(".iteration_s")]
@@ -144,8 +151,8 @@ def render(results: dict) -> str:
             f"({_fmt(figs.get('machine.matmul_gflops', {}).get('value'), 'GFLOP/s')}).",
             "",
             "| Model | Variant | XLA | Critic img/s | Generator img/s | Iteration | "
-            "GFLOP critic / gen step | GFLOP/s | % matmul | Load |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "GFLOP critic / gen step | GFLOP/s | % matmul | Load | Measured |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for fig in sorted(train, key=lambda f: (f["details"]["model"], f["details"]["variant"],
                                                 not f["details"]["xla"])):
@@ -157,7 +164,7 @@ def render(results: dict) -> str:
                 f"| {d['model']} | {d['variant']} | {'on' if d['xla'] else 'off'} | "
                 f"{_fmt(d['critic_images_per_s'])} | {_fmt(d['generator_images_per_s'])} | "
                 f"{_fmt(fig['value'], 's')} | {gflop} | {_fmt(d.get('achieved_gflops'))} | "
-                f"{pct} | {_load_cell(fig)} |")
+                f"{pct} | {_load_cell(fig)} | {_measured(fig)} |")
         commands = sorted({f["command"] for f in train})
         lines += ["", "Command: " + ", ".join(f"`{c}`" for c in commands) + "."]
     rest = [f for f in figs.values() if not f.get("target") and f not in train]
@@ -166,7 +173,7 @@ def render(results: dict) -> str:
                   "|---|---|---|---|---|"]
         for fig in rest:
             lines.append(f"| {fig['what']} | {_fmt(fig['value'], fig['unit'])} | "
-                         f"{_load_cell(fig)} | {fig.get('measured_at', '')} | "
+                         f"{_load_cell(fig)} | {_measured(fig)} | "
                          f"`{fig['command']}` |")
     return "\n".join(lines)
 
@@ -228,7 +235,8 @@ def main() -> None:
             subprocess.run(cmd, check=True, cwd=BENCH.parent)
             figures = json.loads(emit.read_text())
             emit.unlink()
-        for key in merge(results["figures"], name, size, figures, time.strftime("%Y-%m-%d %H:%M")):
+        for key in merge(results["figures"], name, size, figures,
+                         time.strftime("%Y-%m-%d %H:%M"), results["machine"]["cpu_model"]):
             print(f"   {key}: no longer produced; dropped", flush=True)
         for fig in figures:
             print(f"   {fig['id']}: {fig['value']} {fig['unit']}"

@@ -43,7 +43,7 @@ def test_every_benchmark_runs_quick_and_reports(tmp_path):
 
 
 def test_merge_drops_the_figures_a_run_no_longer_produces():
-    from benchmarks.run import merge  # the repository root is on sys.path (python -m pytest)
+    from benchmarks.run import merge, render  # the repository root is on sys.path
 
     stored = {key: {"id": key, "module": module, "size": size, "value": 1}
               for key, module, size in [("kept", "prepare", "default"),
@@ -53,10 +53,14 @@ def test_merge_drops_the_figures_a_run_no_longer_produces():
                                         ("other", "evaluation", "default")]}
     stored["untagged"] = {"id": "untagged", "value": 1}  # from a results file before tags
     emitted = [{"id": "kept", "value": 2}, {"id": "new", "value": 3}]
-    assert sorted(merge(stored, "prepare", "default", emitted, "t1")) == ["quick", "renamed"]
+    assert sorted(merge(stored, "prepare", "default", emitted, "t1", "cpu A")) == [
+        "quick", "renamed"]
     assert sorted(stored) == ["full-only", "kept", "new", "other", "untagged"]  # keeps full-only
     assert stored["kept"] == {"id": "kept", "value": 2, "measured_at": "t1",
-                              "module": "prepare", "size": "default"}
+                              "module": "prepare", "size": "default", "cpu": "cpu A"}
+    assert "t1 (cpu A)" in render({"machine": {}, "figures": {
+        "kept": {**stored["kept"], "what": "w", "unit": "s", "target": "<= 1", "meets": False,
+                 "command": "c"}}})
     assert merge(stored, "prepare", "full", [{"id": "kept", "value": 4}], "t2") == [
         "full-only", "new"]
     assert sorted(stored) == ["kept", "other", "untagged"]
