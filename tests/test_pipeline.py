@@ -38,12 +38,13 @@ def _stages_run(output: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    """A clone of this repository with tiny params, committed."""
+    """A clone of this repository with tiny params, committed. Without XLA, whose
+    compile is most of a tiny train stage's time (test_train runs the stage with it)."""
     path = tmp_path_factory.mktemp("clone") / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(path)], check=True)
     write_params(path,
                  train={"steps": 4, "batch": 16, "log_every": 2, "sample_every": 2,
-                        "checkpoint_every": 2},
+                        "checkpoint_every": 2, "jit_compile": False, "eval_n": 200},
                  model=TINY_MODEL,
                  sample={"n": 200, "batch": 100},
                  classifier={"epochs": 1},

@@ -282,7 +282,7 @@ def machines(tmp_path_factory):
     _run(["git", "init", "-q", "--bare", "--initial-branch=main", str(remote)], base)
     _run(["git", "clone", "-q", str(ROOT), str(a)], base)
     write_params(a, train={"steps": 2, "batch": 16, "log_every": 2, "sample_every": 2,
-                           "checkpoint_every": 2, "jit_compile": False},
+                           "checkpoint_every": 2, "jit_compile": False, "eval_n": 200},
                  model=TINY_MODEL, sample={"n": 200, "batch": 100}, classifier={"epochs": 1},
                  evaluate={"n": 200, "kid_subsets": 5, "kid_subset_size": 50,
                            "swd_patches": 8})

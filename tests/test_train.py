@@ -164,10 +164,9 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path, digits, 
         (work / "data").symlink_to(digits.parents[1])
         write_params(work, train=train_cfg, model=TINY_MODEL)
         runs[name] = work
+    # The uninterrupted run goes alongside the killed and resumed ones: separate processes
+    # in separate directories, so only the wall time is shared.
     straight = _run_stage(runs["straight"])
-    _, err = straight.communicate(timeout=600)
-    assert straight.returncode == 0, err[-2000:]
-
     killed = _run_stage(runs["killed"])
     # The manager's state file names ckpt-4 only once its files are complete (written
     # atomically after them): killing on ckpt-4.index alone could leave no usable checkpoint.
@@ -189,6 +188,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path, digits, 
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-2000:]
     assert "resuming from" in err
+    _, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err[-2000:]
     for model in ("generator.keras", "critic.keras"):
         for a, b in zip(_weights(runs["straight"] / "models" / model),
                         _weights(runs["killed"] / "models" / model), strict=True):
