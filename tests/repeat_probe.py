@@ -28,8 +28,9 @@ if os.environ.get("INTER_THREADS"):
 if os.environ.get("OP_DETERMINISM"):
     tf.config.experimental.enable_op_determinism()
 
-import wgan.steps as steps_module  # noqa: E402
 from step_harness import SHAPE, tiny_params  # noqa: E402
+
+import wgan.steps as steps_module  # noqa: E402
 from wgan.config import resolve_train  # noqa: E402
 from wgan.training_setup import build_training  # noqa: E402
 
