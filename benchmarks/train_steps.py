@@ -57,14 +57,16 @@ SIZES = {
 SIZES["full"] = {**SIZES["default"], "rounds": 9}
 
 
-def _build(shape, model: dict, variant: str, xla: bool, batch: int):
+def _build(shape, model: dict, variant: str, xla: bool, batch: int, train: dict | None = None):
+    """The steps ``wgan.train`` would build; ``train`` overrides more train params
+    (e.g. ``n_critic``)."""
     import tensorflow as tf
 
     from wgan.config import parse_params, resolve_train
     from wgan.training_setup import build_training
 
-    params = parse_params({"train": {"variant": variant, "jit_compile": xla, "batch": batch},
-                           "model": model})
+    params = parse_params({"train": {**(train or {}), "variant": variant, "jit_compile": xla,
+                                     "batch": batch}, "model": model})
     cfg = resolve_train(params.train)
     run = build_training(params.model, cfg, shape, tf.distribute.get_strategy(), seed=0)
     return cfg, run.steps, params

@@ -1,0 +1,141 @@
+"""Issue 19's search for the default run: what a generator iteration of each candidate
+costs, and its FID against estimated quiet seconds (docs/performance.md, "Default run
+(issue 19)").
+
+The machine is shared, so the training runs' own seconds are inflated by other work and
+differ from run to run. Candidates are therefore compared by FID against generator
+iterations (the runs' ``metrics/eval_curves.tsv``), and iterations are turned into quiet
+seconds with each candidate's iteration cost *relative to the default's*, measured here
+in one process, in rounds that alternate between the candidates (same machine speed for
+all), times the default's quiet iteration from ``make bench``
+(``train.dcgan28.wgan-gp.xla.iteration_s`` in ``benchmarks/results.json``).
+
+    python -m benchmarks.default_candidates ratios > docs/data/default_candidates_ratios.json
+    python -m benchmarks.default_candidates table LABEL=COST_KEY=RUN/metrics/eval_curves.tsv ...
+    python -m benchmarks.default_candidates plot     # docs/images/default_candidates_fid.png
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from benchmarks.common import ROOT
+from benchmarks.train_steps import _alternating, _build
+
+SHAPE = (28, 28, 1)
+BASELINE = "wgan-gp c5"
+# name -> (variant, model params, batch, train params): only what changes a step's cost
+# (learning rates, betas and the EMA decay do not; every candidate keeps the EMA).
+COSTS = {
+    BASELINE: ("wgan-gp", {}, 64, {"n_critic": 5}),
+    "wgan-gp c2": ("wgan-gp", {}, 64, {"n_critic": 2}),
+    "wgan-gp c1": ("wgan-gp", {}, 64, {"n_critic": 1}),
+}
+RATIOS = ROOT / "docs" / "data" / "default_candidates_ratios.json"
+TABLE = ROOT / "docs" / "data" / "default_candidates.tsv"
+COLUMNS = ("candidate", "step", "loaded_train_seconds", "est_seconds", "fid", "precision",
+           "recall", "classifier_score", "mode_coverage")
+FIGURE = ROOT / "docs" / "images" / "default_candidates_fid.png"
+
+
+def baseline_quiet_iteration_s() -> float:
+    """The default's quiet iteration (5 critic + 1 generator steps), as ``make bench``
+    last recorded it."""
+    results = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    return results["figures"]["train.dcgan28.wgan-gp.xla.iteration_s"]["value"]
+
+
+def iteration_ratios(rounds: int = 7, per_round: int = 4) -> dict[str, dict]:
+    """Each candidate's generator iteration ÷ the baseline's, medians over rounds in which
+    every candidate runs ``per_round`` iterations in turn (XLA, fixed real batch, EMA on)."""
+    import tensorflow as tf
+
+    calls = {}
+    for name, (variant, model, batch, train) in COSTS.items():
+        cfg, steps, _ = _build(SHAPE, model, variant, True, batch, {**train, "ema": 0.999})
+        real = tf.random.stateless_uniform([batch, *SHAPE], [5, 6], -1, 1)
+
+        def iteration(i: int, steps=steps, real=real, n_critic=cfg.n_critic):
+            for k in range(n_critic):
+                steps.critic_step(real, tf.constant([k, i], tf.int64))
+            return steps.generator_step(tf.constant([0, i], tf.int64))["generator_loss"]
+
+        calls[name] = iteration
+    result = _alternating(calls, per_round, rounds)
+    base_s = baseline_quiet_iteration_s()
+    out = {}
+    for name in COSTS:
+        ratios = [r[name] / r[BASELINE] for r in result.values]
+        ratio = statistics.median(ratios)
+        out[name] = {"ratio": round(ratio, 3), "quiet_iteration_s": round(ratio * base_s, 4),
+                     "loaded_iteration_s": round(statistics.median(r[name] for r in
+                                                                  result.values), 4),
+                     "round_ratios": [round(v, 3) for v in ratios]}
+    out["_load"] = {"max_other_cores": round(result.load, 2), "baseline_quiet_s": base_s}
+    return out
+
+
+def table(runs: dict[str, tuple[str, Path]], ratios: Path = RATIOS, out: Path = TABLE) -> None:
+    """Write ``out``: each run's evaluations during training (label -> (``COSTS`` key, its
+    ``eval_curves.tsv``)) with estimated quiet seconds = step × the cost key's quiet
+    iteration (from ``ratios``, the output of :func:`iteration_ratios`)."""
+    quiet = {k: v["quiet_iteration_s"] for k, v in json.loads(ratios.read_text()).items()
+             if k in COSTS}
+    rows = []
+    for label, (cost, curves) in runs.items():
+        with curves.open() as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                step = int(row["step"])
+                rows.append({**{k: row[k] for k in COLUMNS[4:]}, "candidate": label,
+                             "step": step, "loaded_train_seconds": row["train_seconds"],
+                             "est_seconds": round(step * quiet[cost], 1)})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(table: Path = TABLE, figure: Path = FIGURE) -> None:
+    """FID (classifier features, ``eval_n`` samples) against estimated quiet training
+    seconds, one line per candidate of ``table`` (columns candidate, step, est_seconds,
+    fid)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines: dict[str, list[tuple[float, float]]] = {}
+    with table.open() as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            lines.setdefault(row["candidate"], []).append((float(row["est_seconds"]),
+                                                           float(row["fid"])))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, points in lines.items():
+        ax.plot(*zip(*sorted(points), strict=True), marker=".", label=name)
+    ax.set(xlabel="estimated quiet training seconds (iterations × cost ratio × "
+                  f"{baseline_quiet_iteration_s()} s)", ylabel="FID during training (1k samples)",
+           yscale="log", title="Default-run candidates, bundled MNIST, seed 0")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(figure, dpi=110)
+
+
+if __name__ == "__main__":
+    command_name, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
+    if command_name == "ratios" and not args:
+        print(json.dumps(iteration_ratios(), indent=1))
+    elif command_name == "table" and args and all(a.count("=") == 2 for a in args):
+        table({label: (cost, Path(path)) for label, cost, path in
+               (a.split("=") for a in args)})
+    elif command_name == "plot" and not args:
+        plot()
+    else:
+        sys.exit("usage: python -m benchmarks.default_candidates ratios | "
+                 "table LABEL=COST_KEY=EVAL_CURVES_TSV ... | plot")
