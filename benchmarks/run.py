@@ -31,8 +31,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Order matters: input_pipeline compares with train_steps' figures, and in one process
 # the benchmarks that train (op determinism) must come after the others.
 MODULES = ["prepare", "evaluation", "inception", "dvc_pipeline", "train_steps", "input_pipeline",
-           "eval_overhead"]
-SINGLE_PROCESS_ORDER = ["prepare", "evaluation", "inception", "dvc_pipeline",
+           "eval_overhead", "study_queue"]
+SINGLE_PROCESS_ORDER = ["prepare", "evaluation", "inception", "dvc_pipeline", "study_queue",
                         "input_pipeline", "eval_overhead", "train_steps"]
 DETERMINISTIC = {"train_steps", "eval_overhead"}  # they train as wgan.train does on CPU
 START, END = "<!-- results:start -->", "<!-- results:end -->"
