@@ -29,17 +29,19 @@ BENCH = Path(__file__).resolve().parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Order matters: input_pipeline compares with train_steps' figures, and in one process
-# train_steps (op determinism) must come after the others.
-MODULES = ["prepare", "evaluation", "inception", "dvc_pipeline", "train_steps", "input_pipeline"]
-SINGLE_PROCESS_ORDER = ["prepare", "evaluation", "inception", "dvc_pipeline", "input_pipeline",
-                        "train_steps"]
+# the benchmarks that train (op determinism) must come after the others.
+MODULES = ["prepare", "evaluation", "inception", "dvc_pipeline", "train_steps", "input_pipeline",
+           "eval_overhead", "study_queue"]
+SINGLE_PROCESS_ORDER = ["prepare", "evaluation", "inception", "dvc_pipeline", "study_queue",
+                        "input_pipeline", "eval_overhead", "train_steps"]
+DETERMINISTIC = {"train_steps", "eval_overhead"}  # they train as wgan.train does on CPU
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SIZES = ("quick", "default", "full")  # each size produces every figure of the smaller ones
 
 
 def _run_module(name: str, size: str, results: dict) -> list[dict]:
     module = importlib.import_module(f"benchmarks.{name}")
-    if name == "train_steps":
+    if name in DETERMINISTIC:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()  # as wgan.train does on CPU

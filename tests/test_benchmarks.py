@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"prepare", "evaluation", "inception", "dvc_pipeline", "train_steps",
-           "input_pipeline"}
+           "input_pipeline", "eval_overhead", "study_queue"}
 
 
 def test_every_benchmark_runs_quick_and_reports(tmp_path):
@@ -23,7 +23,7 @@ def test_every_benchmark_runs_quick_and_reports(tmp_path):
            + os.environ["PATH"]}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick",
                            "--out", str(out), "--markdown", str(markdown)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     results = json.loads(out.read_text())

@@ -273,10 +273,51 @@ def _wait_for_queue(repo: Path) -> str:
         time.sleep(5)
 
 
+LIVE = "dvclive/train/metrics.json"  # DVCLive's latest evaluation, a `train` metric
+
+
+def _live_metrics(show: list[dict], name: str) -> tuple[str | None, dict | None]:
+    """Experiment ``name``'s executor state and the DVCLive metrics of its newest revision
+    in ``dvc exp show --json`` (None when it is not there)."""
+    for baseline in show:
+        for exp in baseline.get("experiments") or []:
+            if exp.get("name") != name:
+                continue
+            state = (exp.get("executor") or {}).get("state")
+            data = exp["revs"][0].get("data") or {}
+            return state, ((data.get("metrics") or {}).get(LIVE) or {}).get("data")
+    return None, None
+
+
+def _follow(repo: Path, name: str) -> list[dict]:
+    """Poll ``dvc exp show --json`` until experiment ``name`` has its commit; return the
+    DVCLive metrics it showed while the experiment was running (each distinct one once).
+    ``exp show`` can fail while an experiment is writing its files: such a poll is
+    retried."""
+    seen: list[dict] = []
+    deadline = time.monotonic() + TIMEOUT
+    while name not in _experiments(repo):
+        assert time.monotonic() < deadline, \
+            f"experiment {name!r} did not finish within {TIMEOUT} s; exp show saw {seen}"
+        proc = _run(["dvc", "exp", "show", "--json"], repo, ok=False)
+        try:
+            state, metrics = _live_metrics(json.loads(proc.stdout), name)
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+            continue  # a transient failure (returncode != 0 or partial output)
+        assert state != "failed", f"experiment {name!r} failed:\n" + _run(
+            ["dvc", "queue", "logs", name], repo, ok=False).stdout[-3000:]
+        if state == "running" and metrics and metrics not in seen:
+            seen.append(metrics)
+        time.sleep(1)
+    return seen
+
+
 @pytest.fixture(scope="module")
 def machines(tmp_path_factory):
     """Clone A of this repository with tiny params, pushed to a bare remote, that ran a
-    queue of 2 variants × 2 seeds plus one experiment that fails (train.batch=0)."""
+    queue of 2 variants × 2 seeds plus one experiment that fails (train.batch=0), after a
+    longer one, ``live``, evaluated every 2 steps, that ``dvc exp show`` followed while it
+    ran (its runs are grouped with the others: every expectation is read from git)."""
     base = tmp_path_factory.mktemp("study")
     remote, a = base / "remote.git", base / "a"
     _run(["git", "init", "-q", "--bare", "--initial-branch=main", str(remote)], base)
@@ -289,11 +330,16 @@ def machines(tmp_path_factory):
     _run(["git", "commit", "-qam", "tiny params"], a)
     _run(["git", "remote", "add", "share", str(remote)], a)
     _run(["git", "push", "-q", "share", "HEAD:refs/heads/main"], a)
+    _run(["dvc", "exp", "run", "--queue", "-n", "live", "-S", "train.variant=gan",
+          "-S", "train.steps=60", "-S", "train.eval_every=2"], a)  # first out of the queue
     _run(["dvc", "exp", "run", "--queue", "-S", "train.variant=gan,wgan", "-S", "seed=0,1"], a)
     _run(["dvc", "exp", "run", "--queue", "-S", "train.batch=0", "-n", "broken"], a)
-    _run(["dvc", "queue", "start", "-j", "1"], a)
+    with (base / "queue.log").open("w") as out:  # not a pipe: the workers would hold it
+        subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=a, env=_env(), stdout=out,
+                       stderr=subprocess.STDOUT, check=True, timeout=300)
+    live = _follow(a, "live")
     _wait_for_queue(a)
-    return {"remote": remote, "a": a, "base": base}
+    return {"remote": remote, "a": a, "base": base, "live": live}
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -380,6 +426,24 @@ def test_study_of_a_real_queue(machines, tmp_path):
     refused = _study(a, tmp_path / "none", "--by", "train.colour", ok=False)
     assert refused.returncode == 1 and "no experiment has the param 'train.colour'" \
         in refused.stderr
+
+
+def test_exp_show_shows_a_running_experiments_latest_evaluation(machines):
+    """Issue 16: live metrics go through DVCLive, so ``dvc exp show`` shows a running
+    experiment's latest values. Each value seen while ``live`` ran is that evaluation's
+    row of the curves file it committed."""
+    seen, a = machines["live"], machines["a"]
+    assert seen, f"dvc exp show never showed {LIVE} of experiment 'live' while it ran"
+    table = _git(a, "show", f"{_experiments(a)['live']}:metrics/eval_curves.tsv")
+    header, *lines = [line.split("\t") for line in table.splitlines()]
+    rows = {int(float(r[0])): dict(zip(header, map(float, r), strict=True)) for r in lines}
+    for metrics in seen:
+        assert "eval" in metrics, f"{LIVE} of the running experiment holds no evaluation: " \
+            f"{metrics}"
+        row = rows[metrics["step"]]
+        assert metrics["eval"].keys() == set(header) - {"step", "eval_seconds"}
+        for name, value in metrics["eval"].items():
+            assert value == pytest.approx(row[name], rel=1e-5), (metrics["step"], name)
 
 
 def test_a_study_gathers_runs_from_two_clones(machines, tmp_path):
