@@ -54,12 +54,15 @@ class Figure:
         return asdict(self)
 
 
-def _cpu_busy_seconds() -> float:
-    """Machine-wide non-idle CPU seconds since boot (all cores)."""
+def _cpu_busy_seconds() -> tuple[float, float]:
+    """Machine-wide non-idle CPU seconds since boot (all cores): (at normal priority,
+    of niced processes). Niced work only takes cycles nobody else wants, so it is kept
+    apart; the kernel books a niced process's system time as normal, which errs safe."""
     with open("/proc/stat") as f:
         fields = [int(v) for v in f.readline().split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields[:8]) - idle - fields[1]) / tick, fields[1] / tick
 
 
 def _own_cpu_seconds() -> float:
@@ -69,13 +72,15 @@ def _own_cpu_seconds() -> float:
 
 
 class LoadMeter:
-    """Cores used by *other* processes between ``start()`` and ``stop()``.
+    """Cores used by *other* processes at normal priority between ``start()`` and
+    ``stop()``; ``niced`` is what niced processes used meanwhile (not counted as load).
 
     Children that are still running at ``stop()`` are not counted as ours yet, so call
     it after they have been waited for.
     """
 
     def __init__(self) -> None:
+        self.niced = 0.0
         self.start()
 
     def start(self) -> None:
@@ -84,7 +89,9 @@ class LoadMeter:
 
     def stop(self) -> float:
         wall = max(time.perf_counter() - self._wall, 1e-9)
-        other = (_cpu_busy_seconds() - self._busy) - (_own_cpu_seconds() - self._own)
+        (busy, niced), (busy0, niced0) = _cpu_busy_seconds(), self._busy
+        other = (busy - busy0) - (_own_cpu_seconds() - self._own)
+        self.niced = round((niced - niced0) / wall, 2)
         return round(max(other, 0.0) / wall, 2)
 
 
@@ -96,6 +103,7 @@ class Gated:
     loads: list[float]
     discarded: int
     values: list  # what fn returned in each kept round
+    niced: list[float] = field(default_factory=list)  # niced processes' cores, per round
 
     @property
     def median(self) -> float:
@@ -108,7 +116,8 @@ class Gated:
 
     def details(self, scale: float = 1.0, digits: int = 4) -> dict:
         return {"rounds": [round(t * scale, digits) for t in self.seconds],
-                "round_loads": self.loads, "rounds_discarded_for_load": self.discarded}
+                "round_loads": self.loads, "round_niced_loads": self.niced,
+                "rounds_discarded_for_load": self.discarded}
 
 
 def wait_for_quiet() -> None:
@@ -124,7 +133,7 @@ def wait_for_quiet() -> None:
 def gated(fn: Callable[[], object], rounds: int) -> Gated:
     """Time ``rounds`` calls of ``fn``, each started on a quiet machine and kept only if
     other processes stayed under ``QUIET_LIMIT`` cores while it ran (within the budget)."""
-    kept, loads, values, discarded = [], [], [], 0
+    kept, loads, niced, values, discarded = [], [], [], [], 0
     while len(kept) < rounds:
         wait_for_quiet()
         meter = LoadMeter()
@@ -138,8 +147,9 @@ def gated(fn: Callable[[], object], rounds: int) -> Gated:
             continue
         kept.append(seconds)
         loads.append(load)
+        niced.append(meter.niced)
         values.append(value)
-    return Gated(kept, loads, discarded, values)
+    return Gated(kept, loads, discarded, values, niced)
 
 
 def _cpu_model() -> str:

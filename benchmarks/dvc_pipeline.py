@@ -34,7 +34,7 @@ import yaml
 from benchmarks.common import ROOT, WORK, Figure, LoadMeter, command, gated, wait_for_quiet
 
 TARGET_NOOP_S = 3.0
-TARGET_REPRO_S = 600
+TARGET_REPRO_S = 480  # issue 19: under 8 minutes in a quiet hour
 TINY = {
     "train": {"steps": 4, "batch": 16, "log_every": 2, "sample_every": 2, "checkpoint_every": 2},
     "model": {"base_channels": 4, "z_dim": 8},
@@ -146,7 +146,9 @@ def _embedded_default(size: str) -> Figure:
     stage_times = {k: round(v, 1) for k, v in stage_times.items()}
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     train = json.loads((repo / "metrics/train.json").read_text())
-    coverage = metrics.get("classifier", {}).get("mode_coverage", {}).get("value")
+    domain = metrics.get("classifier", {})
+    coverage = domain.get("mode_coverage", {}).get("value")
+    load = meter.stop()
     params = yaml.safe_load((repo / "params.yaml").read_text())
     return Figure(
         id="repro.default_s", what="embedded default `dvc repro` on a fresh clone (bundled "
@@ -155,11 +157,13 @@ def _embedded_default(size: str) -> Figure:
         "classifier, evaluate), no package install",
         value=round(seconds, 1), unit="s", command=command("dvc_pipeline", size),
         target=f"<= {TARGET_REPRO_S} and mode coverage 10/10",
-        meets=seconds <= TARGET_REPRO_S and coverage == 10, load=meter.stop(),
+        meets=seconds <= TARGET_REPRO_S and coverage == 10, load=load,
         details={"stages_run": _stages_run(out), "mode_coverage": coverage,
+                 "niced_load": meter.niced,
+                 **{k: domain.get(k) for k in ("classifier_score", "precision", "recall")},
                  "train_wall_s": train.get("wall_time_s"),
                  "train_images_per_s": train.get("images_per_s"),
-                 "fid": metrics.get("classifier", {}).get("fid"), "stage_times": stage_times})
+                 "fid": domain.get("fid"), "stage_times": stage_times})
 
 
 def run(size: str = "default") -> list[Figure]:

@@ -123,7 +123,8 @@ def render(results: dict) -> str:
         f"average at its start {m.get('loadavg_at_start')}.",
         "",
         "*Load* is the CPU that other processes used while the figure was measured (cores, "
-        "from `/proc/stat` minus this process tree), the worst of its kept rounds; at 0.5 or "
+        "from `/proc/stat` minus this process tree), the worst of its kept rounds; work "
+        "under `nice` is not counted, as it only takes idle cycles; at 0.5 or "
         "more the figure is marked **under load** and is pessimistic. Rounds are "
         "quiet-gated: each starts when other processes are quiet, and one they disturbed "
         "is repeated while the waiting budget lasts. Each figure is a median after warm-up "

@@ -123,20 +123,22 @@ def run(size: str = "default") -> list[Figure]:
             return _round(repo, jobs, names, [next(seeds) for _ in names])
 
         result = gated(one_round, 1)
-        per_jobs[jobs].append((result.seconds[0], result.load, result.discarded))
+        per_jobs[jobs].append((result.seconds[0], result.load, result.discarded,
+                               result.niced[0]))
     cmd, runs = command("study_queue", size), spec["runs"]
     what = (f"{runs}-run study of tiny runs via `dvc queue start` (bundled MNIST, "
             f"{TINY['train']['steps']} steps, batch {TINY['train']['batch']}, width "
             f"{TINY['model']['base_channels']}; train + sample + evaluate per run)")
-    rate = {j: [60 * runs / s for s, _, _ in rounds] for j, rounds in per_jobs.items()}
+    rate = {j: [60 * runs / s for s, *_ in rounds] for j, rounds in per_jobs.items()}
     median = {j: statistics.median(r) for j, r in rate.items()}
-    load = {j: max(ld for _, ld, _ in rounds) for j, rounds in per_jobs.items()}
+    load = {j: max(ld for _, ld, *_ in rounds) for j, rounds in per_jobs.items()}
     figures = [Figure(
         id=f"study_queue.j{j}.runs_per_min", what=f"{what}, `WGAN_JOBS={j} … -j {j}`",
         value=round(median[j], 3), unit="runs/min", command=cmd, load=load[j],
-        details={"round_seconds": [round(s, 1) for s, _, _ in per_jobs[j]],
-                 "round_loads": [ld for _, ld, _ in per_jobs[j]],
-                 "rounds_discarded_for_load": sum(d for _, _, d in per_jobs[j]),
+        details={"round_seconds": [round(s, 1) for s, *_ in per_jobs[j]],
+                 "round_loads": [ld for _, ld, *_ in per_jobs[j]],
+                 "round_niced_loads": [n for *_, n in per_jobs[j]],
+                 "rounds_discarded_for_load": sum(d for _, _, d, _ in per_jobs[j]),
                  "order": list(spec["order"])}) for j in (1, 2)]
     figures.append(Figure(
         id="study_queue.j2_vs_j1", what=f"{what}: throughput at -j 2 / at -j 1 on "
