@@ -7,18 +7,19 @@ convolution, the dense output; generator: the dense input, the 64→32 transpose
 convolution, the 32→1 block transposed convolution) is timed in its three passes —
 forward, backprop-input (the gradient to the layer's input) and backprop-filter (to its
 kernel) — as the step runs them: the model's own layer object (so the block convolution
-where the step uses one), the step's shapes, under XLA, ONE pass per compiled call. A
-pass inside a ``tf.range`` loop is not timed that way on purpose: XLA loses its fast
-convolution path there. Calls are timed in rounds ended by one host sync
-(``train_steps._time_calls``), and a trivial compiled call's time, measured the same way,
-is subtracted (the step pays no per-op dispatch).
+where the step uses one), the step's shapes, under XLA, ONE pass per compiled call; not
+inside a ``tf.range`` loop, where XLA loses its fast convolution path. Each pass is timed
+in rounds alternating with its GEMM (below) and with an empty compiled call, each call
+run several times and ended by one host sync (``train_steps._alternating``), so all three
+see the same machine speed; the empty call's time is subtracted from the other two (the
+step pays no per-op dispatch). The real step is timed as ``train_steps`` times it.
 
 FLOPs are analytic: every pass of a layer is the same im2col product, 2·m·k·n with
 m = batch·OH·OW (output pixels of the layer's convolution direction; for a transposed
-convolution the pixels of its small input), k = kh·kw·C_image-side and n = C_small-side
-(a dense layer: m = batch, k = inputs, n = units). The forward GEMM is [m,k]×[k,n], the
-backprop-input [m,n]×[n,k] and the backprop-filter [k,m]×[m,n] (a transposed
-convolution swaps forward and backprop-input). :func:`passes_per_iteration` says how many
+convolution the pixels of its small input), k = kh·kw·C of the larger map and n = C of
+the smaller one (a dense layer: m = batch, k = inputs, n = units). The forward GEMM is
+[m,k]×[k,n], the backprop-input [m,n]×[n,k] and the backprop-filter [k,m]×[m,n] (a
+transposed convolution swaps forward and backprop-input). :func:`passes_per_iteration` says how many
 times an iteration runs each pass; the sum is checked against ``hlo_flops`` of the real
 compiled steps, and each pass's own compiled HLO is counted too (one pass: the forward
 inside a gradient call must be dead code).
@@ -30,12 +31,13 @@ single channel or the critic's single output) is why, not the convolution.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 import yaml
 
 from benchmarks.common import ROOT, Figure, command
-from benchmarks.train_steps import _setup, _step_flops, _time_calls, matmul_rate
+from benchmarks.train_steps import _alternating, _setup, _step_flops, _time_calls, matmul_rate
 
 __all__ = ["Layer", "PASSES", "gemm", "pass_function", "passes_per_iteration", "weight_layers",
            "run"]
@@ -162,23 +164,19 @@ def pass_function(keras_layer, pass_name: str):
     return tf.function(fn, jit_compile=True)
 
 
-def _seconds(fn, args, rounds: int, calls: int) -> tuple[float, float]:
-    """(median seconds per call of compiled ``fn(*args)``, calls ended by one host sync;
-    other processes' load)."""
+def _sync_call(fn, args):
+    """``call(i)`` for :func:`train_steps._alternating`: ``fn(*args)`` under XLA, returning
+    one element of the result (the scalar a round's host sync reads) beside it, called as
+    a concrete function: no eager op or retracing check per call."""
     import tensorflow as tf
 
-    seconds, runs = _time_calls(lambda i: tf.reshape(fn(*args), [-1])[0], rounds, calls)
-    return seconds, runs.load
+    @tf.function(jit_compile=True)
+    def with_scalar(*inputs):
+        out = fn(*inputs)
+        return out, tf.reshape(out, [-1])[0]
 
-
-def _matmul_seconds(shape: tuple[int, int, int], rounds: int,
-                    calls: int) -> tuple[float, float]:
-    import tensorflow as tf
-
-    m, k, n = shape
-    a = tf.random.stateless_normal([m, k], [7, 8])
-    b = tf.random.stateless_normal([k, n], [9, 10])
-    return _seconds(tf.function(tf.matmul, jit_compile=True), (a, b), rounds, calls)
+    call = with_scalar.get_concrete_function(*args)
+    return lambda i: call(*args)[1]
 
 
 def _default_run(size_model: dict) -> tuple[dict, dict]:
@@ -187,9 +185,9 @@ def _default_run(size_model: dict) -> tuple[dict, dict]:
     return raw["train"], {**raw["model"], **size_model}
 
 
-def _profile_pass(layer: Layer, keras_layer, pass_name: str, spec: dict,
-                  overhead: float) -> dict:
-    """Net seconds per call, the pass's own compiled FLOPs and its GEMM's seconds."""
+def _profile_pass(layer: Layer, keras_layer, pass_name: str, spec: dict) -> dict:
+    """Seconds per call of the pass, of its GEMM and of an empty call, in alternating
+    rounds (the same machine speed for all three); the pass's own compiled FLOPs."""
     import tensorflow as tf
 
     from benchmarks.hlo_flops import hlo_flops
@@ -198,10 +196,16 @@ def _profile_pass(layer: Layer, keras_layer, pass_name: str, spec: dict,
     dy = tf.random.stateless_normal([spec["batch"], *keras_layer.output.shape[1:]], [3, 4])
     fn = pass_function(keras_layer, pass_name)
     hlo = hlo_flops(fn.experimental_get_compiler_ir(x, dy)(stage="optimized_hlo"))["total"]
-    seconds, load = _seconds(fn, (x, dy), spec["rounds"], spec["calls"])
-    gemm_s, gemm_load = _matmul_seconds(gemm(layer, pass_name), spec["rounds"], spec["calls"])
-    return {"seconds": max(seconds - overhead, 0.0), "raw_seconds": seconds, "hlo_flops": hlo,
-            "gemm_seconds": max(gemm_s - overhead, 0.0), "load": max(load, gemm_load)}
+    m, k, n = gemm(layer, pass_name)
+    a, b = tf.random.stateless_normal([m, k], [7, 8]), tf.random.stateless_normal([k, n], [9, 10])
+    result = _alternating({"pass": _sync_call(fn, (x, dy)), "gemm": _sync_call(tf.matmul, (a, b)),
+                           "empty": _sync_call(lambda v: v[:1, :1], (x,))},
+                          spec["calls"], spec["rounds"])
+    seconds = {name: statistics.median(r[name] for r in result.values)
+               for name in ("pass", "gemm", "empty")}
+    return {"seconds": max(seconds["pass"] - seconds["empty"], 0.0), "raw_seconds":
+            seconds["pass"], "gemm_seconds": max(seconds["gemm"] - seconds["empty"], 0.0),
+            "empty_seconds": seconds["empty"], "hlo_flops": hlo, "load": result.load}
 
 
 def _rate(flops: float, seconds: float) -> float | None:
@@ -211,15 +215,6 @@ def _rate(flops: float, seconds: float) -> float | None:
 
 def _fraction(gflops: float | None, peak: float) -> float | None:
     return None if gflops is None else round(gflops / peak, 3)
-
-
-def _call_overhead(spec: dict) -> float:
-    """Seconds of a compiled call that does nothing, timed like the passes."""
-    import tensorflow as tf
-
-    x = tf.zeros([spec["batch"], 4])
-    return _seconds(tf.function(lambda v: v[:1, :1], jit_compile=True), (x,), spec["rounds"],
-                    spec["calls"])[0]
 
 
 def _iteration(cfg, run, shape, batch: int, spec: dict) -> dict:
@@ -249,15 +244,15 @@ def run(size: str = "default") -> list[Figure]:
     peak, peak_detail = matmul_rate(spec["matmul"])
     cfg, setup, params = _setup(SHAPE, model, "wgan-gp", True, spec["batch"], train)
     step = _iteration(cfg, setup, SHAPE, spec["batch"], spec)
-    overhead = _call_overhead(spec)
     what = (f"{MODEL} width {base_channels(params.model, SHAPE)} wgan-gp batch "
             f"{spec['batch']}, XLA, {cfg.n_critic} critic + 1 generator steps")
-    figures, total_s, total_flops = [], 0.0, 0.0
+    figures, total_s, total_flops, empty = [], 0.0, 0.0, []
     for layer, keras_layer in weight_layers(setup.generator, setup.critic, spec["batch"]):
         for pass_name, runs in passes_per_iteration(layer, cfg.n_critic).items():
             if not runs:
                 continue
-            timed = _profile_pass(layer, keras_layer, pass_name, spec, overhead)
+            timed = _profile_pass(layer, keras_layer, pass_name, spec)
+            empty.append(timed["empty_seconds"])
             per_iteration = runs * timed["seconds"]
             total_s += per_iteration
             total_flops += runs * layer.flops
@@ -307,7 +302,8 @@ def run(size: str = "default") -> list[Figure]:
                unit="×", **common, details={"analytic_gflop": round(total_flops / 1e9, 4),
                                             "hlo_gflop": round(step["flops"] / 1e9, 4)}),
         Figure(id=f"layers.{MODEL}.call_overhead_ms", what="a compiled call that does nothing, "
-               "subtracted from every pass", value=round(1e3 * overhead, 4), unit="ms",
+               "timed in each pass's rounds and subtracted (median over the passes)",
+               value=round(1e3 * statistics.median(empty), 4), unit="ms",
                **common),
     ]
 
