@@ -19,10 +19,10 @@ m = batch·OH·OW (output pixels of the layer's convolution direction; for a tra
 convolution the pixels of its small input), k = kh·kw·C of the larger map and n = C of
 the smaller one (a dense layer: m = batch, k = inputs, n = units). The forward GEMM is
 [m,k]×[k,n], the backprop-input [m,n]×[n,k] and the backprop-filter [k,m]×[m,n] (a
-transposed convolution swaps forward and backprop-input). :func:`passes_per_iteration` says how many
-times an iteration runs each pass; the sum is checked against ``hlo_flops`` of the real
-compiled steps, and each pass's own compiled HLO is counted too (one pass: the forward
-inside a gradient call must be dead code).
+transposed convolution swaps forward and backprop-input). :func:`passes_per_iteration`
+says how many times an iteration runs each pass; the sum is checked against
+``hlo_flops`` of the real compiled steps, and each pass's own compiled HLO is counted
+too (one pass: the forward inside a gradient call must be dead code).
 
 Beside each pass, the same FLOPs as one plain matmul of its GEMM shape is timed: when a
 layer is slow and its GEMM is just as slow, the shape (k or n of 1–32, from the image's
@@ -246,7 +246,7 @@ def run(size: str = "default") -> list[Figure]:
     step = _iteration(cfg, setup, SHAPE, spec["batch"], spec)
     what = (f"{MODEL} width {base_channels(params.model, SHAPE)} wgan-gp batch "
             f"{spec['batch']}, XLA, {cfg.n_critic} critic + 1 generator steps")
-    figures, total_s, total_flops, empty = [], 0.0, 0.0, []
+    figures, total_s, total_flops, gemm_s, empty = [], 0.0, 0.0, 0.0, []
     for layer, keras_layer in weight_layers(setup.generator, setup.critic, spec["batch"]):
         for pass_name, runs in passes_per_iteration(layer, cfg.n_critic).items():
             if not runs:
@@ -255,6 +255,7 @@ def run(size: str = "default") -> list[Figure]:
             empty.append(timed["empty_seconds"])
             per_iteration = runs * timed["seconds"]
             total_s += per_iteration
+            gemm_s += runs * timed["gemm_seconds"]
             total_flops += runs * layer.flops
             gflops, gemm_gflops = _rate(layer.flops, timed["seconds"]), \
                 _rate(layer.flops, timed["gemm_seconds"])
@@ -297,6 +298,10 @@ def run(size: str = "default") -> list[Figure]:
                "(elementwise, fusions, optimizer, launches)", value=round(1e3 * gap, 2),
                unit="ms", **common,
                details={"share_of_iteration": round(gap / step["seconds"], 3)}),
+        Figure(id=f"layers.{MODEL}.gemm_bound_ms", what=f"{what}: the iteration if every pass "
+               "ran as fast as one matmul of its GEMM shape, the gap unchanged",
+               value=round(1e3 * (gemm_s + gap), 2), unit="ms", **common, details={
+                   "fraction_of_matmul": round(step["flops"] / (gemm_s + gap) / 1e9 / peak, 3)}),
         Figure(id=f"layers.{MODEL}.flops_vs_hlo", what=f"{what}: analytic FLOPs of the passes "
                "÷ hlo_flops of the compiled steps", value=round(total_flops / step["flops"], 4),
                unit="×", **common, details={"analytic_gflop": round(total_flops / 1e9, 4),

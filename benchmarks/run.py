@@ -195,8 +195,8 @@ def _layer_table(passes: list[dict], figs: dict) -> list[str]:
         return []
     first = passes[0]
     prefix = first["id"].split(".")[1]
-    step, total, gap = (figs.get(f"layers.{prefix}.{key}", {}) for key in
-                        ("iteration_ms", "layers_sum_ms", "gap_ms"))
+    step, total, gap, bound = (figs.get(f"layers.{prefix}.{key}", {}) for key in
+                               ("iteration_ms", "layers_sum_ms", "gap_ms", "gemm_bound_ms"))
     peak = figs.get(f"layers.{prefix}.matmul_gflops", {}).get("value")
     lines = [
         "", f"### Where the default iteration's time goes ({prefix}, layer by layer)", "",
@@ -223,7 +223,12 @@ def _layer_table(passes: list[dict], figs: dict) -> list[str]:
                   f"{_fmt(step['value'], 'ms')} at {_fmt(step['details']['gflops'])} GFLOP/s = "
                   f"{_pct(step['details']['fraction_of_matmul'])} of matmul); the gap, "
                   f"{_fmt(gap['value'], 'ms')}, is elementwise work, fusions, the optimizer "
-                  f"and launches. Measured {_measured(step)}, command `{step['command']}`."]
+                  f"and launches."]
+        if bound:
+            lines[-1] += (f" Were every pass as fast as its GEMM, the iteration would take "
+                          f"{_fmt(bound['value'], 'ms')} "
+                          f"({_pct(bound['details']['fraction_of_matmul'])} of matmul).")
+        lines[-1] += f" Measured {_measured(step)}, command `{step['command']}`."
     return lines
 
 
