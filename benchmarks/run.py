@@ -30,11 +30,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Order matters: input_pipeline compares with train_steps' figures, and in one process
 # the benchmarks that train (op determinism) must come after the others.
-MODULES = ["prepare", "evaluation", "inception", "dvc_pipeline", "train_steps", "input_pipeline",
-           "eval_overhead", "study_queue"]
+MODULES = ["prepare", "evaluation", "inception", "dvc_pipeline", "train_steps", "layer_profile",
+           "input_pipeline", "eval_overhead", "study_queue"]
 SINGLE_PROCESS_ORDER = ["prepare", "evaluation", "inception", "dvc_pipeline", "study_queue",
-                        "input_pipeline", "eval_overhead", "train_steps"]
-DETERMINISTIC = {"train_steps", "eval_overhead"}  # they train as wgan.train does on CPU
+                        "input_pipeline", "eval_overhead", "layer_profile", "train_steps"]
+# They train as wgan.train does on CPU.
+DETERMINISTIC = {"train_steps", "eval_overhead", "layer_profile"}
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SIZES = ("quick", "default", "full")  # each size produces every figure of the smaller ones
 
@@ -170,7 +171,11 @@ def render(results: dict) -> str:
                 f"{pct} | {_load_cell(fig)} | {_measured(fig)} |")
         commands = sorted({f["command"] for f in train})
         lines += ["", "Command: " + ", ".join(f"`{c}`" for c in commands) + "."]
-    rest = [f for f in figs.values() if not f.get("target") and f not in train]
+    passes = [f for f in figs.values() if f["id"].startswith("layers.") and "pass" in
+              f.get("details", {})]
+    lines += _layer_table(passes, figs)
+    rest = [f for f in figs.values() if not f.get("target") and f not in train
+            and f not in passes]
     if rest:
         lines += ["", "### Other figures", "", "| Figure | Value | Load | Measured | Command |",
                   "|---|---|---|---|---|"]
@@ -179,6 +184,53 @@ def render(results: dict) -> str:
                          f"{_load_cell(fig)} | {_measured(fig)} | "
                          f"`{fig['command']}` |")
     return "\n".join(lines)
+
+
+def _pct(fraction: float | None) -> str:
+    return "–" if fraction is None else f"{100 * fraction:.0f}%"
+
+
+def _layer_table(passes: list[dict], figs: dict) -> list[str]:
+    """Where the default iteration's time goes: one row per layer pass (layer_profile)."""
+    if not passes:
+        return []
+    first = passes[0]
+    prefix = first["id"].split(".")[1]
+    step, total, gap, bound = (figs.get(f"layers.{prefix}.{key}", {}) for key in
+                               ("iteration_ms", "layers_sum_ms", "gap_ms", "gemm_bound_ms"))
+    peak = figs.get(f"layers.{prefix}.matmul_gflops", {}).get("value")
+    lines = [
+        "", f"### Where the default iteration's time goes ({prefix}, layer by layer)", "",
+        f"{first['what'].split(':')[0]}. Each pass of each layer timed alone under XLA "
+        "(one pass per compiled call, an empty call's time subtracted); *runs* is how often "
+        "one iteration runs it; *GEMM* is the same FLOPs as one matmul of the pass's im2col "
+        f"shape (m×k×n). % of the matmul rate measured in the same run ({_fmt(peak, 'GFLOP/s')})."
+        " `benchmarks/layer_profile.py` explains the counts.", "",
+        "| Layer | Op | Pass | Runs | ms per run | ms per iteration | Share | GFLOP/s | "
+        "% matmul | GEMM m×k×n | GEMM GFLOP/s | GEMM % matmul | Load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for fig in passes:
+        d = fig["details"]
+        lines.append(
+            f"| {d['layer']} | {d['op']} | {d['pass']} | {d['runs_per_iteration']} | "
+            f"{_fmt(d['ms_per_run'])} | {_fmt(fig['value'])} | "
+            f"{_pct(d['share_of_iteration'])} | {_fmt(d['gflops'])} | "
+            f"{_pct(d['fraction_of_matmul'])} | {d['gemm']} | {_fmt(d['gemm_gflops'])} | "
+            f"{_pct(d['gemm_fraction_of_matmul'])} | {_load_cell(fig)} |")
+    if step and total and gap:
+        lines += ["", f"Sum of the passes {_fmt(total['value'], 'ms')} "
+                  f"({_pct(total['details']['share_of_iteration'])} of the measured iteration, "
+                  f"{_fmt(step['value'], 'ms')} at {_fmt(step['details']['gflops'])} GFLOP/s = "
+                  f"{_pct(step['details']['fraction_of_matmul'])} of matmul); the gap, "
+                  f"{_fmt(gap['value'], 'ms')}, is elementwise work, fusions, the optimizer "
+                  f"and launches."]
+        if bound:
+            lines[-1] += (f" Were every pass as fast as its GEMM, the iteration would take "
+                          f"{_fmt(bound['value'], 'ms')} "
+                          f"({_pct(bound['details']['fraction_of_matmul'])} of matmul).")
+        lines[-1] += f" Measured {_measured(step)}, command `{step['command']}`."
+    return lines
 
 
 def write_markdown(path: Path, results: dict) -> None:

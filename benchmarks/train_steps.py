@@ -57,9 +57,9 @@ SIZES = {
 SIZES["full"] = {**SIZES["default"], "rounds": 9}
 
 
-def _build(shape, model: dict, variant: str, xla: bool, batch: int, train: dict | None = None):
-    """The steps ``wgan.train`` would build; ``train`` overrides more train params
-    (e.g. ``n_critic``)."""
+def _setup(shape, model: dict, variant: str, xla: bool, batch: int, train: dict | None = None):
+    """(resolved train config, the ``TrainingSetup`` ``wgan.train`` would build, params);
+    ``train`` overrides more train params (e.g. ``n_critic``)."""
     import tensorflow as tf
 
     from wgan.config import parse_params, resolve_train
@@ -69,6 +69,12 @@ def _build(shape, model: dict, variant: str, xla: bool, batch: int, train: dict 
                                      "batch": batch}, "model": model})
     cfg = resolve_train(params.train)
     run = build_training(params.model, cfg, shape, tf.distribute.get_strategy(), seed=0)
+    return cfg, run, params
+
+
+def _build(shape, model: dict, variant: str, xla: bool, batch: int, train: dict | None = None):
+    """The steps ``wgan.train`` would build (see :func:`_setup`)."""
+    cfg, run, params = _setup(shape, model, variant, xla, batch, train)
     return cfg, run.steps, params
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"prepare", "evaluation", "inception", "dvc_pipeline", "train_steps",
-           "input_pipeline", "eval_overhead", "study_queue"}
+           "layer_profile", "input_pipeline", "eval_overhead", "study_queue"}
 
 
 def test_every_benchmark_runs_quick_and_reports(tmp_path):
