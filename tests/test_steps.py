@@ -40,10 +40,10 @@ SCALE_VISIBLE = dict(optimizer="sgd", lr=0.01, critic_gain=2.0)
 # one: the R1 penalty of a block of samples 0.02-0.1% off, D(x) identical. Not rounding (no
 # pre-activation is near enough to 0 for a LeakyReLU to flip); kernel not found. The step
 # now takes D(x) from the penalty's own pass over the real batch (one forward pass instead
-# of two); whether that cures it is not shown yet: the odd outcome appears only when the
-# process has both cores (16 in 6,000 trials on a quiet machine; 0 in 25,000 under load,
-# old and new step alike). Keep the mark until the probe, alternating with the step before
-# the change on a quiet machine, shows 0 for the new step.
+# of two); whether that cures it is not shown: the odd outcome is rare and comes in bursts
+# (old step, 2026-12-05: 16 in 18,000 trials within four minutes, 0 in ~78,000 otherwise;
+# new step: 0 in ~33,000, alternating with the old one). Keep the mark until the probe,
+# alternating with the step before the change, shows odd outcomes for the old step only.
 _NOT_REPEATABLE = pytest.mark.xfail(reason="gan-r1 step not repeatable run to run", strict=False)
 
 
