@@ -38,6 +38,24 @@ def _seeds(seed: tf.Tensor, n: int) -> list[tf.Tensor]:
     return list(tf.unstack(tf.random.experimental.stateless_split(seed, n)))
 
 
+def _scored_by_penalty(critic: keras.Model, penalty: Callable, real: tf.Tensor):
+    """(D(x), penalty(D, x)) from the one forward pass the penalty makes over the real batch.
+
+    R1 penalises the real batch itself, so the forward pass under the penalty's inner tape
+    also gives the D(x) of the adversarial loss: one critic pass instead of two. With two
+    separate passes over the same batch the step was not repeatable run to run
+    (tests/repeat_probe.py). ``penalty`` must call the critic once, on ``real``.
+    """
+    outputs = []
+
+    def scoring(x):
+        outputs.append(critic(x, training=True))
+        return outputs[-1]
+
+    result = penalty(scoring, real)
+    return outputs[0], result
+
+
 def compiles_with_xla(train: TrainConfig, strategy: tf.distribute.Strategy) -> bool:
     """Whether :func:`make_train_steps` compiles the whole step with XLA.
 
@@ -71,8 +89,6 @@ def make_train_steps(
         return tf.nn.compute_average_loss(per_example, global_batch_size=batch)
 
     def penalty_points(real, fake, seed):
-        if sampling == "real":
-            return real
         if sampling == "perturb":
             # Global noise [2, B, ...] sliced on the batch axis keeps reals first.
             noise = global_noise("normal", [2, batch, *real.shape[1:]], seed, axis=1)
@@ -86,11 +102,13 @@ def make_train_steps(
         fake = tf.stop_gradient(generator(z, training=True))
         real = tf.cast(real, fake.dtype)
         with tf.GradientTape() as tape:
-            d_real = critic(real, training=True)
-            d_fake = critic(fake, training=True)
-            adversarial = loss.critic(d_real, d_fake)
-            points = penalty_points(real, fake, point_seed)
-            pen, norms = penalty(penalty_critic(critic, tape, off_tape), points)
+            if sampling == "real":
+                d_real, (pen, norms) = _scored_by_penalty(critic, penalty, real)
+            else:
+                d_real = critic(real, training=True)
+                points = penalty_points(real, fake, point_seed)
+                pen, norms = penalty(penalty_critic(critic, tape, off_tape), points)
+            adversarial = loss.critic(d_real, critic(fake, training=True))
             # Fold the 2B perturbed points back onto the B examples they came from.
             pen = tf.reduce_mean(tf.reshape(pen, [-1, tf.shape(adversarial)[0]]), axis=0)
             total = average(adversarial + weight * pen)
