@@ -37,11 +37,13 @@ from benchmarks.train_steps import _alternating, _prepared_mnist
 
 TARGET = 0.10
 SIZES = {
-    # quick: every code path, tiny; its figures say nothing about the default run
+    # quick: every code path, tiny (no XLA compile, batch 16); its figures say nothing
+    # about the default run
     "quick": dict(rounds=1, iterations=2, eval_n=200, cross_steps=4, cross_every=2,
-                  model={"base_channels": 4, "z_dim": 8}),
+                  model={"base_channels": 4, "z_dim": 8},
+                  train={"jit_compile": False, "batch": 16}),
     "default": dict(rounds=5, iterations=20, eval_n=None, cross_steps=300, cross_every=50,
-                    model={}),
+                    model={}, train={}),
 }
 SIZES["full"] = {**SIZES["default"], "rounds": 9}
 
@@ -71,6 +73,7 @@ def _params(spec: dict, steps: int | None = None, every: int | None = None):
 
     params = to_dict(load_params(ROOT / "params.yaml"))
     params["model"].update(spec["model"])
+    params["train"].update(spec["train"])
     params["train"].update({k: v for k, v in {"eval_n": spec["eval_n"], "steps": steps,
                                               "eval_every": every}.items() if v is not None})
     return parse_params(params)

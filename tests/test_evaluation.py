@@ -312,17 +312,25 @@ def test_stage_scripts_run_end_to_end(digits, tmp_path) -> None:
                            "swd_patches": 2}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     prepared, generator = str(digits["prepared"]), str(digits["generator"])
-    commands = [
-        ["sample.py", generator, generator, prepared, "samples", "reports/sample"],
-        ["classifier.py", prepared, "models/classifier", "metrics/classifier.json"],
-        ["reference.py", prepared, "models/classifier", "data/reference"],
-        ["evaluate.py", prepared, "samples", "models/classifier", "data/reference",
-         "metrics/eval.json", "metrics/eval_plots"],
+    waves = [  # sample and classifier read nothing of each other's: they run at once
+        [["sample.py", generator, generator, prepared, "samples", "reports/sample"],
+         ["classifier.py", prepared, "models/classifier", "metrics/classifier.json"]],
+        [["reference.py", prepared, "models/classifier", "data/reference"]],
+        [["evaluate.py", prepared, "samples", "models/classifier", "data/reference",
+          "metrics/eval.json", "metrics/eval_plots"]],
     ]
-    for script, *args in commands:
-        done = subprocess.run([sys.executable, str(ROOT / "stages" / script), *args],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr[-2000:]
+    for wave in waves:
+        procs = [subprocess.Popen([sys.executable, str(ROOT / "stages" / script), *args],
+                                  cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for script, *args in wave]
+        try:
+            for proc in procs:
+                _, err = proc.communicate(timeout=240)
+                assert proc.returncode == 0, err[-2000:]
+        finally:
+            for proc in procs:
+                proc.kill()  # a no-op for a stage that has exited
+                proc.wait()
     assert json.loads((tmp_path / "metrics/classifier.json").read_text())["trained"] is True
     result = json.loads((tmp_path / "metrics/eval.json").read_text())
     assert result["protocol"]["n_samples"] == 40

@@ -99,8 +99,9 @@ def test_dvc_repro_then_experiment_reruns_only_what_changed(repo):
     assert "metrics/eval.json" in changed
 
     # A sweep over variants × λ: the workspace keeps λ = 5, which gan does not read; its
-    # run goes ahead, says so, and records it.
-    exp = _run(["dvc", "exp", "run", "-S", "train.variant=gan"], repo)
+    # run goes ahead, says so, and records it. Only train reads it (test_study's queue runs
+    # gan through sample and evaluate).
+    exp = _run(["dvc", "exp", "run", "-S", "train.variant=gan", "train"], repo)
     assert "notice: train.lambda=5.0 is not read by variant 'gan'; ignored" in exp
     resolved = json.loads((repo / "models/train_config.json").read_text())
     assert resolved["ignored"] == {"train.lambda": 5.0}

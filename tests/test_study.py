@@ -317,7 +317,8 @@ def machines(tmp_path_factory):
     """Clone A of this repository with tiny params, pushed to a bare remote, that ran a
     queue of 2 variants × 2 seeds plus one experiment that fails (train.batch=0), after a
     longer one, ``live``, evaluated every 2 steps, that ``dvc exp show`` followed while it
-    ran (its runs are grouped with the others: every expectation is read from git)."""
+    ran (its runs are grouped with the others: every expectation is read from git). The
+    queue runs two experiments at a time, as ``WGAN_JOBS=2 dvc queue start -j 2``."""
     base = tmp_path_factory.mktemp("study")
     remote, a = base / "remote.git", base / "a"
     _run(["git", "init", "-q", "--bare", "--initial-branch=main", str(remote)], base)
@@ -328,14 +329,22 @@ def machines(tmp_path_factory):
                  evaluate={"n": 200, "kid_subsets": 5, "kid_subset_size": 50,
                            "swd_patches": 8})
     _run(["git", "commit", "-qam", "tiny params"], a)
+    # prepare, classifier and reference once, committed: every run shares them (``live``
+    # re-runs reference for its eval_every), and two workers must not both compute them.
+    _run(["dvc", "repro", "reference"], a)
+    _run(["git", "add", "-A"], a)
+    _run(["git", "commit", "-qm", "shared stages"], a)
     _run(["git", "remote", "add", "share", str(remote)], a)
     _run(["git", "push", "-q", "share", "HEAD:refs/heads/main"], a)
     _run(["dvc", "exp", "run", "--queue", "-n", "live", "-S", "train.variant=gan",
           "-S", "train.steps=60", "-S", "train.eval_every=2"], a)  # first out of the queue
     _run(["dvc", "exp", "run", "--queue", "-S", "train.variant=gan,wgan", "-S", "seed=0,1"], a)
     _run(["dvc", "exp", "run", "--queue", "-S", "train.batch=0", "-n", "broken"], a)
+    # Two workers, each stage's TensorFlow on one core (docs/training.md): a tiny run is
+    # mostly process start-up, which leaves the second core idle at -j 1.
     with (base / "queue.log").open("w") as out:  # not a pipe: the workers would hold it
-        subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=a, env=_env(), stdout=out,
+        subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=a,
+                       env={**_env(), "WGAN_JOBS": "2"}, stdout=out,
                        stderr=subprocess.STDOUT, check=True, timeout=300)
     live = _follow(a, "live")
     _wait_for_queue(a)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import keras
@@ -143,13 +144,24 @@ def _workdir(path: Path, digits: Path, **train) -> Path:
     return path
 
 
-def _cluster(workdirs: list[Path]) -> list[str]:
-    """The train stage as a local cluster, worker i in ``workdirs[i]``; each one's stderr."""
-    hosts = cluster_hosts(len(workdirs))
+def _cluster(workdirs: list[Path], hosts: list[str] | None = None) -> list[str]:
+    """The train stage as a local cluster, worker i in ``workdirs[i]`` at ``hosts[i]`` (by
+    default ports free now); each one's stderr."""
+    hosts = hosts or cluster_hosts(len(workdirs))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     workers = [{"args": STAGE, "cwd": work, "env": {**env, "TF_CONFIG": tf_config(hosts, i)}}
                for i, work in enumerate(workdirs)]
-    return run_cluster(workers, workdirs[0].parent / f"logs-{workdirs[0].name}", timeout=240)
+    return run_cluster(workers, workdirs[0].parent / f"logs-{workdirs[0].name}", timeout=400)
+
+
+def _clusters_at_once(*clusters: list[Path]) -> list[list[str]]:
+    """Independent clusters run side by side (:func:`_cluster` each). Their ports are
+    drawn together, so no two workers of any of them share one."""
+    hosts = iter(cluster_hosts(sum(len(workdirs) for workdirs in clusters)))
+    with ThreadPoolExecutor(len(clusters)) as pool:
+        runs = [pool.submit(_cluster, workdirs, [next(hosts) for _ in workdirs])
+                for workdirs in clusters]
+        return [run.result() for run in runs]
 
 
 # wgan-sn: the spectral norm's u vectors must come back from the checkpoint too.
@@ -210,10 +222,9 @@ def test_two_worker_cluster_resumes_every_worker_from_the_chiefs_checkpoint(tmp_
     uninterrupted run ends."""
     cfg = {"strategy": "multi_worker", "steps": 4, "checkpoint_every": 2, "sample_every": 4}
     straight = [_workdir(tmp_path / f"straight-{i}", digits, **cfg) for i in range(2)]
-    _cluster(straight)
     resumed = [_workdir(tmp_path / f"resumed-{i}", digits, **{**cfg, "steps": 2})
                for i in range(2)]
-    _cluster(resumed)
+    _clusters_at_once(straight, resumed)  # independent: separate directories and ports
     assert not (resumed[1] / "models").exists()  # the second "machine" keeps nothing
     resumed = [_workdir(work, digits, **cfg) for work in resumed]
     errs = _cluster(resumed)
