@@ -222,11 +222,15 @@ def _layer_table(passes: list[dict], figs: dict) -> list[str]:
         lines += ["", f"Sum of the passes {_fmt(total['value'], 'ms')} "
                   f"({_pct(total['details']['share_of_iteration'])} of the measured iteration, "
                   f"{_fmt(step['value'], 'ms')} at {_fmt(step['details']['gflops'])} GFLOP/s = "
-                  f"{_pct(step['details']['fraction_of_matmul'])} of matmul); the gap, "
-                  f"{_fmt(gap['value'], 'ms')}, is elementwise work, fusions, the optimizer "
-                  f"and launches."]
+                  f"{_pct(step['details']['fraction_of_matmul'])} of matmul); "
+                  + (f"the gap, {_fmt(gap['value'], 'ms')}, is elementwise work, fusions, "
+                     "the optimizer and launches." if gap["value"] >= 0 else
+                     f"alone the passes take {_fmt(-gap['value'], 'ms')} more than the "
+                     "whole iteration, in which XLA fuses them with their neighbours.")]
         if bound:
-            lines[-1] += (f" Were every pass as fast as its GEMM, the iteration would take "
+            lines[-1] += (" Were every pass as fast as its GEMM (the passes' share of the "
+                          "iteration, at most all of it, sped up as their GEMMs), the "
+                          f"iteration would take "
                           f"{_fmt(bound['value'], 'ms')} "
                           f"({_pct(bound['details']['fraction_of_matmul'])} of matmul).")
         lines[-1] += f" Measured {_measured(step)}, command `{step['command']}`."

@@ -206,38 +206,48 @@ def _write_parallel(
     stop = multiprocessing.Event()
     pool = ProcessPoolExecutor(max(1, min(source.workers, shards)), initializer=_start_worker,
                                initargs=(stop,))
-    try:
-        futures = [pool.submit(task, path, part) for path, part in zip(paths, parts, strict=True)]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        for path, future in zip(paths, futures, strict=True):
-            if future.done() and future.exception() is not None:
-                _raise_for(split, path, future.exception())
-        done = [future.result() for future in futures]
-    except BaseException:
-        stop.set()
-        raise
-    finally:
-        _shut_down(pool)
+    with _ctrl_c_sets(stop):
+        try:
+            futures = [pool.submit(task, path, part)
+                       for path, part in zip(paths, parts, strict=True)]
+            _wait_for(futures, stop)
+            for path, future in zip(paths, futures, strict=True):
+                if future.done() and future.exception() is not None:
+                    _raise_for(split, path, future.exception())
+            if stop.is_set():
+                raise KeyboardInterrupt
+            done = [future.result() for future in futures]
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            pool.shutdown(cancel_futures=True)
     source.finish([note for _, note in done])
     return [count for count, _ in done]
 
 
-def _shut_down(pool: ProcessPoolExecutor) -> None:
-    """Wait for the workers, holding back Ctrl-C until they are gone: they write into the
-    temporary directory that the caller removes next. (Retrying an interrupted wait is no
-    substitute: on Python 3.11 a ``Thread.join`` cut short by Ctrl-C marks the thread as
-    stopped, so the retry returns at once.)"""
+def _wait_for(futures: list, stop: Any) -> None:
+    """Until every shard is written, one failed, or ``stop`` is set (by Ctrl-C)."""
+    while not stop.is_set():
+        done, pending = wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION)
+        if not pending or any(future.exception() is not None for future in done):
+            return
+
+
+@contextlib.contextmanager
+def _ctrl_c_sets(stop: Any) -> Iterator[None]:
+    """Within, Ctrl-C only sets ``stop``; the caller raises KeyboardInterrupt once the
+    workers are gone. A Ctrl-C raised in the middle of the shut-down would leave workers
+    writing into the temporary directory that the caller removes next (and on Python 3.11
+    a ``Thread.join`` cut short marks the thread as stopped, so no retry can wait again)."""
     if threading.current_thread() is not threading.main_thread():  # only it gets signals
-        pool.shutdown(cancel_futures=True)
+        yield
         return
-    interrupted = []
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        pool.shutdown(cancel_futures=True)
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if interrupted:
-        raise KeyboardInterrupt
 
 
 def _raise_for(split: str, path: Path, err: BaseException) -> None:
