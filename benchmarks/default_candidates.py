@@ -7,16 +7,19 @@ differ from run to run. Candidates are therefore compared by FID against generat
 iterations (the runs' ``metrics/eval_curves.tsv``), and iterations are turned into quiet
 seconds with each candidate's iteration cost *relative to the default's*, measured here
 in one process, in rounds that alternate between the candidates (same machine speed for
-all), times the default's quiet iteration from ``make bench``
-(``train.dcgan28.wgan-gp.xla.iteration_s`` in ``benchmarks/results.json``).
+all), times the default's quiet iteration inside ``make repro`` (training wall time ÷
+steps of ``repro.default_s`` in ``benchmarks/results.json``, from ``python -m
+benchmarks.run --full --only dvc_pipeline``: compilation and evaluations included).
 
     python -m benchmarks.default_candidates ratios > docs/data/default_candidates_ratios.json
-    python -m benchmarks.default_candidates table LABEL=COST_KEY=RUN/metrics/eval_curves.tsv ...
-    python -m benchmarks.default_candidates plot     # docs/images/default_candidates_fid.png
+    python -m benchmarks.default_candidates table [--ratios JSON] [--out TSV] \\
+        LABEL=COST_KEY=RUN/metrics/eval_curves.tsv ...
+    python -m benchmarks.default_candidates plot [--table TSV] [--figure PNG]
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import statistics
@@ -27,26 +30,29 @@ from benchmarks.common import ROOT
 from benchmarks.train_steps import _alternating, _build
 
 SHAPE = (28, 28, 1)
-BASELINE = "wgan-gp c5"
+BASELINE = "wgan-gp c2"  # the default run's own iteration
 # name -> (variant, model params, batch, train params): only what changes a step's cost
 # (learning rates, betas and the EMA decay do not; every candidate keeps the EMA).
 COSTS = {
     BASELINE: ("wgan-gp", {}, 64, {"n_critic": 5}),
     "wgan-gp c2": ("wgan-gp", {}, 64, {"n_critic": 2}),
     "wgan-gp c1": ("wgan-gp", {}, 64, {"n_critic": 1}),
+    "wgan-gp c2 b32": ("wgan-gp", {}, 32, {"n_critic": 2}),
+    "wgan-sn c2": ("wgan-sn", {}, 64, {"n_critic": 2}),
 }
 RATIOS = ROOT / "docs" / "data" / "default_candidates_ratios.json"
-TABLE = ROOT / "docs" / "data" / "default_candidates.tsv"
+TABLE = ROOT / "docs" / "data" / "default_candidates.tsv"  # the first search (EPYC, c5 anchor)
 COLUMNS = ("candidate", "step", "loaded_train_seconds", "est_seconds", "fid", "precision",
            "recall", "classifier_score", "mode_coverage")
 FIGURE = ROOT / "docs" / "images" / "default_candidates_fid.png"
 
 
 def baseline_quiet_iteration_s() -> float:
-    """The default's quiet iteration (5 critic + 1 generator steps), as ``make bench``
-    last recorded it."""
+    """The default's quiet iteration as ``make repro`` ran it, last recorded by the
+    dvc_pipeline benchmark (its full size)."""
     results = json.loads((ROOT / "benchmarks" / "results.json").read_text())
-    return results["figures"]["train.dcgan28.wgan-gp.xla.iteration_s"]["value"]
+    details = results["figures"]["repro.default_s"]["details"]
+    return round(details["train_wall_s"] / details["train_steps"], 4)
 
 
 def iteration_ratios(rounds: int = 7, per_round: int = 4) -> dict[str, dict]:
@@ -117,8 +123,8 @@ def plot(table: Path = TABLE, figure: Path = FIGURE) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, points in lines.items():
         ax.plot(*zip(*sorted(points), strict=True), marker=".", label=name)
-    ax.set(xlabel="estimated quiet training seconds (iterations × cost ratio × "
-                  f"{baseline_quiet_iteration_s()} s)", ylabel="FID during training (1k samples)",
+    ax.set(xlabel="estimated quiet training seconds (iterations × the default's quiet "
+                  "iteration × cost ratio)", ylabel="FID during training (1k samples)",
            yscale="log", title="Default-run candidates, bundled MNIST, seed 0")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -127,15 +133,28 @@ def plot(table: Path = TABLE, figure: Path = FIGURE) -> None:
     fig.savefig(figure, dpi=110)
 
 
-if __name__ == "__main__":
-    command_name, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
-    if command_name == "ratios" and not args:
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.default_candidates")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ratios", help="print each candidate's iteration cost ÷ the default's")
+    tab = sub.add_parser("table", help="evaluations during training, est. quiet seconds")
+    tab.add_argument("runs", nargs="+", metavar="LABEL=COST_KEY=EVAL_CURVES_TSV")
+    tab.add_argument("--ratios", type=Path, default=RATIOS)
+    tab.add_argument("--out", type=Path, default=TABLE)
+    fig = sub.add_parser("plot", help="FID against estimated quiet seconds")
+    fig.add_argument("--table", type=Path, default=TABLE)
+    fig.add_argument("--figure", type=Path, default=FIGURE)
+    args = parser.parse_args(argv)
+    if args.command == "ratios":
         print(json.dumps(iteration_ratios(), indent=1))
-    elif command_name == "table" and args and all(a.count("=") == 2 for a in args):
+    elif args.command == "table":
+        if not all(run.count("=") == 2 for run in args.runs):
+            parser.error("each run is LABEL=COST_KEY=EVAL_CURVES_TSV")
         table({label: (cost, Path(path)) for label, cost, path in
-               (a.split("=") for a in args)})
-    elif command_name == "plot" and not args:
-        plot()
+               (run.split("=") for run in args.runs)}, args.ratios, args.out)
     else:
-        sys.exit("usage: python -m benchmarks.default_candidates ratios | "
-                 "table LABEL=COST_KEY=EVAL_CURVES_TSV ... | plot")
+        plot(args.table, args.figure)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -161,7 +161,7 @@ def _embedded_default(size: str) -> Figure:
         details={"stages_run": _stages_run(out), "mode_coverage": coverage,
                  "niced_load": meter.niced,
                  **{k: domain.get(k) for k in ("classifier_score", "precision", "recall")},
-                 "train_wall_s": train.get("wall_time_s"),
+                 "train_wall_s": train.get("wall_time_s"), "train_steps": train.get("steps"),
                  "train_images_per_s": train.get("images_per_s"),
                  "fid": domain.get("fid"), "stage_times": stage_times})
 
