@@ -55,7 +55,7 @@ def run_steps(strategy, variant: str, k: int = 2, stock_layers: bool = False,
             return real[r * share:(r + 1) * share]
 
         batch = strategy.experimental_distribute_values_from_function(slice_for)
-        c = steps.critic_step(batch, tf.constant([0, 2 * i], tf.int64))
+        c = steps.critic_update(batch, tf.constant([0, 2 * i], tf.int64), i)
         g = steps.generator_step(tf.constant([0, 2 * i + 1], tf.int64))
         metrics = {name: float(v) for name, v in {**c, **g}.items()}
     weights = {"critic": [w.numpy() for w in critic.weights],

@@ -37,6 +37,10 @@ def test_repository_params_are_valid_and_complete():
         ({"train": {"batch": True}}, r"train.batch: expected int, got True"),
         ({"train": {"n_critic": 0}}, r"train.n_critic: value 0 is out of range; allowed: \[1, "),
         ({"train": {"lambda": -1}}, r"train.lambda: value -1.0 is out of range; allowed: \[0"),
+        ({"train": {"variant": "gan-r1", "r1_every": 0}},
+         r"train.r1_every: value 0 is out of range; allowed: \[1, inf\]"),
+        ({"train": {"variant": "gan-r1", "r1_every": 16.0}},
+         r"train.r1_every: expected int, got 16.0"),
         ({"train": {"variant": "wgan-div"}}, r"train.variant: unknown choice 'wgan-div'; "
                                              r"allowed: gan, wgan, wgan-gp, wgan-lp"),
         ({"data": {"name": "imagenet"}}, r"data.name: unknown choice 'imagenet'"),
@@ -156,6 +160,9 @@ def test_every_side_the_dcgan_builds_is_a_valid_resize(side):
         ({"variant": "wgan", "beta1": 0.9}, {"train.beta1": 0.9}),  # wgan's RMSprop
         ({"variant": "wgan-lp", "lp_sampling": "perturb", "perturb": 2.0, "lambda": 3}, {}),
         ({"variant": "wgan", "clip": 0.05, "optimizer": "adam", "beta1": 0.9}, {}),
+        # Lazy regularisation is R1's (StyleGAN2): the GP variants penalise every step.
+        ({"variant": "wgan-gp", "r1_every": 16}, {"train.r1_every": 16}),
+        ({"variant": "gan-r1", "r1_every": 16, "lambda": 5}, {}),
     ],
 )
 def test_knobs_the_variant_does_not_read_are_ignored_and_listed(train, ignored):

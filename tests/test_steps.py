@@ -47,11 +47,14 @@ SCALE_VISIBLE = dict(optimizer="sgd", lr=0.01, critic_gain=2.0)
 _NOT_REPEATABLE = pytest.mark.xfail(reason="gan-r1 step not repeatable run to run", strict=False)
 
 
-@pytest.mark.parametrize("variant", [pytest.param(v, marks=_NOT_REPEATABLE) if v == "gan-r1"
-                                     else v for v in VARIANTS])
-def test_two_replicas_match_one_device(variant, two_cpus):
-    one, m1 = run_steps(tf.distribute.get_strategy(), variant, k=3, **SCALE_VISIBLE)
-    two, m2 = run_steps(two_cpus, variant, k=3, **SCALE_VISIBLE)
+# gan-r1 with lazy R1: of the 3 updates, 0 and 2 are regularised (and 1 reports 0's penalty).
+@pytest.mark.parametrize("variant, lazy", [
+    *[pytest.param(v, {}, marks=[_NOT_REPEATABLE] if v == "gan-r1" else [], id=v)
+      for v in VARIANTS],
+    pytest.param("gan-r1", {"r1_every": 2}, marks=_NOT_REPEATABLE, id="gan-r1-r1_every2")])
+def test_two_replicas_match_one_device(variant, lazy, two_cpus):
+    one, m1 = run_steps(tf.distribute.get_strategy(), variant, k=3, **SCALE_VISIBLE, **lazy)
+    two, m2 = run_steps(two_cpus, variant, k=3, **SCALE_VISIBLE, **lazy)
     assert _max_diff(one, two) < 1e-5
     for name in m1:
         assert m1[name] == pytest.approx(m2[name], rel=1e-4, abs=1e-6), name
@@ -197,6 +200,23 @@ def test_gan_r1_penalises_the_critic_gradient_at_the_real_batch():
     assert float(m["penalty"]) == pytest.approx(expected, rel=1e-4)
 
 
+def _r1_sgd_update(run, model, real, seed, weight, lr=0.01):
+    """The critic's weights after one SGD step on mean(softplus(−D(x)) + softplus(D(G(z)))
+    + weight·½‖∇D(x)‖²), computed apart from the step; ``weight`` 0 skips the penalty."""
+    z = tf.random.stateless_normal([8, model.z_dim], steps_module._seeds(seed, 2)[0])
+    fake = run.generator(z, training=True)
+    weights = run.critic.trainable_weights
+    with tf.GradientTape() as tape:
+        with tf.GradientTape() as inner:
+            inner.watch(real)
+            d_real = run.critic(real)
+        r1 = 0.5 * tf.reduce_sum(tf.square(inner.gradient(d_real, real)), axis=[1, 2, 3])
+        adversarial = tf.nn.softplus(-d_real[:, 0]) + tf.nn.softplus(run.critic(fake)[:, 0])
+        total = tf.reduce_mean(adversarial + weight * r1)
+    return [(w - lr * g).numpy() for w, g in zip(weights, tape.gradient(total, weights),
+                                                 strict=True)]
+
+
 def test_gan_r1_step_descends_the_r1_regularised_loss():
     """One SGD step moves the critic by −lr·∇[mean(softplus(−D(x)) + softplus(D(G(z)))
     + γ/2·‖∇D(x)‖²)]: D(x) of the loss, shared with the penalty's pass, carries its own
@@ -206,20 +226,35 @@ def test_gan_r1_step_descends_the_r1_regularised_loss():
     run = build_training(params.model, cfg, (28, 28, 1), tf.distribute.get_strategy(), seed=0)
     real = tf.random.uniform([8, 28, 28, 1], -1, 1, seed=1)
     seed = tf.constant([0, 1], tf.int64)
-    z = tf.random.stateless_normal([8, params.model.z_dim], steps_module._seeds(seed, 2)[0])
-    fake = run.generator(z, training=True)
-    weights = run.critic.trainable_weights
-    with tf.GradientTape() as tape:
-        with tf.GradientTape() as inner:
-            inner.watch(real)
-            d_real = run.critic(real)
-        r1 = 0.5 * tf.reduce_sum(tf.square(inner.gradient(d_real, real)), axis=[1, 2, 3])
-        adversarial = tf.nn.softplus(-d_real[:, 0]) + tf.nn.softplus(run.critic(fake)[:, 0])
-        total = tf.reduce_mean(adversarial + cfg.penalty_weight * r1)
-    expected = [(w - 0.01 * g).numpy() for w, g in zip(weights, tape.gradient(total, weights),
-                                                         strict=True)]
+    expected = _r1_sgd_update(run, params.model, real, seed, cfg.penalty_weight)
     run.steps.critic_step(real, seed)
-    assert _max_diff(expected, [w.numpy() for w in weights]) < 1e-6
+    assert _max_diff(expected, [w.numpy() for w in run.critic.trainable_weights]) < 1e-6
+
+
+def test_lazy_r1_regularises_every_kth_update_with_k_times_the_weight(monkeypatch):
+    """r1_every=2 (StyleGAN2's lazy regularisation): update 0 descends the loss with
+    2γ·½‖∇D(x)‖², update 1 the adversarial loss alone, without tracing the penalty; it
+    reports the penalty of update 0."""
+    traced = []
+    penalty = steps_module.get_penalty("r1")
+    monkeypatch.setattr(steps_module, "get_penalty",
+                        lambda name: lambda *a: traced.append(name) or penalty(*a))
+    params = tiny_params("gan-r1", optimizer="sgd", lr=0.01, r1_every=2)
+    cfg = resolve_train(params.train)
+    run = build_training(params.model, cfg, (28, 28, 1), tf.distribute.get_strategy(), seed=0)
+    metrics = []
+    for index in range(2):
+        real = tf.random.uniform([8, 28, 28, 1], -1, 1, seed=1 + index)
+        seed = tf.constant([0, 1 + index], tf.int64)
+        weight = 2 * cfg.penalty_weight if index == 0 else 0.0
+        expected = _r1_sgd_update(run, params.model, real, seed, weight)
+        metrics.append(run.steps.critic_update(real, seed, index))
+        assert _max_diff(expected, [w.numpy() for w in run.critic.trainable_weights]) < 1e-6
+        assert len(traced) == 1, index  # traced for update 0 only
+    assert float(metrics[0]["penalty"]) > 1e-3
+    for name in ("penalty", "grad_norm"):
+        assert float(metrics[1][name]) == float(metrics[0][name])
+    assert float(metrics[1]["critic_loss"]) == -float(metrics[1]["wasserstein"])
 
 
 def test_grad_clip_under_mixed_precision_clips_the_unscaled_gradient():

@@ -36,7 +36,7 @@ from wgan.prepared.write import Source, write_prepared
 from wgan.spectral_norm import SpectralNorm
 from wgan.train import TrainOutputs, train
 from wgan.training_log import CurveFile
-from wgan.training_setup import critic_iterations
+from wgan.training_setup import critic_iterations, critic_updates_before
 from wgan.variants import VARIANTS
 
 STAGE = [sys.executable, str(ROOT / "stages/train.py"), "data/prepared/mnist",
@@ -120,6 +120,31 @@ def test_every_variant_trains_and_saves_a_loadable_critic(tmp_path, digits, vari
     wrapped = [type(la.layer) for la in critic.layers if isinstance(la, SpectralNorm)]
     spectral = VARIANTS[variant].critic_constraint == "spectral"
     assert wrapped == ([keras.layers.Conv2D] * 2 + [keras.layers.Dense] if spectral else [])
+
+
+def test_lazy_r1_run_resumed_midway_ends_as_the_uninterrupted_one(tmp_path, digits, capsys):
+    # gan-r1 takes 1 critic update per step: with r1_every 2, steps 1, 3, 5 are regularised
+    # and the others log the penalty of the one before. Resumed after step 3, the run goes
+    # on with an unregularised update, as the uninterrupted one does.
+    lazy = dict(variant="gan-r1", r1_every=2, ema=None)
+    straight, resumed = (TrainOutputs.under(tmp_path / name) for name in ("straight", "resumed"))
+    train(_params(**lazy), digits, straight)
+    train(_params(**lazy, steps=3), digits, resumed)
+    capsys.readouterr()
+    train(_params(**lazy), digits, resumed)
+    assert "resuming from" in capsys.readouterr().err
+    assert resumed.curves.read_text() == straight.curves.read_text()
+    for model in ("generator.keras", "critic.keras"):
+        for a, b in zip(_weights(straight.models / model), _weights(resumed.models / model),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+    rows = [r.split("\t") for r in straight.curves.read_text().splitlines()]
+    penalty, grad_norm = (rows[0].index(k) for k in ("penalty", "grad_norm"))
+    for odd, even in zip(rows[1::2], rows[2::2], strict=True):  # steps 1|2, 3|4, 5|6
+        assert float(odd[penalty]) > 0 and (odd[penalty], odd[grad_norm]) == (
+            even[penalty], even[grad_norm])
+    resolved = json.loads((straight.models / "train_config.json").read_text())
+    assert resolved["train"]["r1_every"] == 2
 
 
 def test_a_different_seed_changes_the_losses(tmp_path, digits):
@@ -276,7 +301,7 @@ def test_checkpoint_from_other_params_is_not_resumed(tmp_path, digits, capsys):
     assert fingerprint(_params(), meta) != fingerprint(_params(**{"lambda": 5.0}), meta)
     # Knobs the variant does not read do not force a restart; the ones it reads do.
     assert fingerprint(_params(), meta) == fingerprint(
-        _params(lp_sampling="perturb", perturb=3.0), meta)
+        _params(lp_sampling="perturb", perturb=3.0, r1_every=16), meta)
     lp = {"variant": "wgan-lp", "lp_sampling": "perturb"}
     assert fingerprint(_params(**lp), meta) != fingerprint(_params(**lp, perturb=3.0), meta)
     assert fingerprint(_params(variant="wgan-lp"), meta) == fingerprint(
@@ -399,6 +424,13 @@ def test_critic_warmup_schedule():
     assert [critic_iterations(s, 5, True) for s in (0, 24, 25, 499, 500, 501)] == [
         100, 100, 5, 5, 100, 5]
     assert critic_iterations(0, 5, False) == 5
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_critic_updates_before_a_step_count_the_schedule(warmup):
+    # Lazy R1 picks its updates by this count, so it must be the run's, whatever the step.
+    counted = np.cumsum([0] + [critic_iterations(s, 5, warmup) for s in range(1502)])
+    assert [critic_updates_before(s, 5, warmup) for s in range(1503)] == counted.tolist()
 
 
 def test_masks_stop_when_every_fixed_noise_sample_is_valid(tmp_path):

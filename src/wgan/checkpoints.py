@@ -60,11 +60,14 @@ def _as_layout_3(train: dict, model: dict) -> None:
     """Write the knobs added since layout 3 into the hashed dicts so that a run computing
     what a layout-3 run computed keeps its fingerprint (its checkpoint still resumes): two
     networks with one optimizer hash as the shared ``train.*`` knobs did, two different ones
-    as each network's; ``model.init`` only when it is not Keras' default."""
+    as each network's; ``model.init`` only when it is not Keras' default; ``r1_every`` only
+    when it is not 1 (every critic step)."""
     nets = {net: train.pop(net) for net in NETWORKS}
     for key in nets["generator"]:
         train.pop(key)
     train.update(nets["generator"] if nets["generator"] == nets["critic"] else nets)
+    if train.get("r1_every") == 1:
+        del train["r1_every"]
     if model["init"] == "keras":
         del model["init"]
 

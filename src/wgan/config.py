@@ -186,6 +186,7 @@ class TrainConfig:
     penalty_weight: float | None = _ranged(None, 0.0)
     lp_sampling: str = _choice("interpolate", "perturb", default="interpolate")
     perturb: float = _ranged(0.5, 0.0)
+    r1_every: int = _ranged(1, 1)  # gan-r1: R1 every k critic steps, weight ×k
     grad_clip: float | None = _ranged(None, 0.0)
     ema: float | None = _ranged(0.999, 0.0, 0.999999)
     strategy: str = _choice("auto", "mirrored", "multi_worker", "one_device", default="auto")

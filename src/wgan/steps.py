@@ -2,9 +2,10 @@
 
 The variant (:data:`wgan.variants.VARIANTS`) picks a loss, a penalty and how the
 penalty's points are drawn; the critic loss is always ``adversarial + penalty_weight *
-penalty``, built per example and averaged against the global batch. Each replica
-function is wrapped once in a ``tf.function`` that runs it on every replica and sums
-the per-replica metrics, so the returned numbers are global means. Inputs are tensors
+penalty`` (lazy R1 leaves the penalty out of most updates: :class:`TrainSteps`), built per
+example and averaged against the global batch. Each replica function is wrapped once in a
+``tf.function`` that runs it on every replica and sums the per-replica metrics, so the
+returned numbers are global means. Inputs are tensors
 only (no retracing). On one replica with ``train.jit_compile`` the whole step
 (gradients, update, weight clipping, metrics) is one XLA cluster.
 """
@@ -12,7 +13,8 @@ only (no retracing). On one replica with ``train.jit_compile`` the whole step
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import keras
 import tensorflow as tf
@@ -29,8 +31,32 @@ __all__ = ["TrainSteps", "make_train_steps", "compiles_with_xla"]
 
 @dataclass
 class TrainSteps:
+    """The compiled steps, and what lazy R1 regularisation (``train.r1_every`` = k) needs.
+
+    Lazy regularisation (Karras et al. 2020, StyleGAN2, arXiv:1912.04958, Sec. 3.1 and
+    Appendix B) applies the R1 penalty on every k-th critic update only, with its weight
+    multiplied by k, so that its expected gradient is unchanged:
+    L_D = adversarial + k·(γ/2)·‖∇D(x)‖² on updates 0, k, 2k, ... and L_D = adversarial on
+    the others, which skip the penalty's double backpropagation. ``last_penalty`` holds the
+    ``penalty`` and ``grad_norm`` metrics of the latest regularised update, which the other
+    updates report (empty when every update is regularised); it is checkpointed, so a
+    resumed run logs what an uninterrupted one does.
+    """
+
     critic_step: Callable  # (real PerReplica batch, seed [2] int64) -> metrics dict
     generator_step: Callable  # (seed [2] int64) -> metrics dict
+    r1_every: int = 1
+    # The critic step without the penalty, compiled apart (no dead branch); lazy R1 only.
+    unregularised_critic_step: Callable | None = None
+    last_penalty: dict[str, tf.Variable] = field(default_factory=dict)
+
+    def critic_update(self, real, seed: tf.Tensor, index: int) -> dict:
+        """Critic update number ``index`` of the run (0-based): regularised when ``index``
+        is a multiple of ``r1_every``. The index is a count of updates, not a tensor, so
+        the choice between the two compiled steps costs no host sync."""
+        if index % self.r1_every == 0:
+            return self.critic_step(real, seed)
+        return self.unregularised_critic_step(real, seed)
 
 
 def _seeds(seed: tf.Tensor, n: int) -> list[tf.Tensor]:
@@ -80,7 +106,8 @@ def make_train_steps(
     loss, penalty = get_loss(variant.loss), get_penalty(variant.penalty)
     sampling = variant.point_sampling(train.lp_sampling)
     batch = train.batch
-    weight = train.penalty_weight or 0.0
+    # Lazy R1: the regularised updates carry the weight of the k-1 that skip the penalty.
+    weight = (train.penalty_weight or 0.0) * train.r1_every
     step_function = (tf.function(jit_compile=True) if compiles_with_xla(train, strategy)
                      else tf.function)
     off_tape = variant.penalty != "none" and runs_off_tape(critic)
@@ -96,31 +123,35 @@ def make_train_steps(
                              global_std(tf.concat([real, fake], axis=0)))
         return interpolates(real, fake, global_noise("uniform", [batch], seed))
 
-    def critic_grads(real, seed):
+    def critic_grads(real, seed, regularise):
         z_seed, point_seed = _seeds(seed, 2)
         z = global_noise("normal", [batch, z_dim], z_seed)
         fake = tf.stop_gradient(generator(z, training=True))
         real = tf.cast(real, fake.dtype)
         with tf.GradientTape() as tape:
-            if sampling == "real":
+            if not regularise:  # no penalty, no double backpropagation
+                d_real = critic(real, training=True)
+            elif sampling == "real":
                 d_real, (pen, norms) = _scored_by_penalty(critic, penalty, real)
             else:
                 d_real = critic(real, training=True)
                 points = penalty_points(real, fake, point_seed)
                 pen, norms = penalty(penalty_critic(critic, tape, off_tape), points)
             adversarial = loss.critic(d_real, critic(fake, training=True))
-            # Fold the 2B perturbed points back onto the B examples they came from.
-            pen = tf.reduce_mean(tf.reshape(pen, [-1, tf.shape(adversarial)[0]]), axis=0)
-            total = average(adversarial + weight * pen)
+            if regularise:
+                # Fold the 2B perturbed points back onto the B examples they came from.
+                pen = tf.reduce_mean(tf.reshape(pen, [-1, tf.shape(adversarial)[0]]), axis=0)
+                total = average(adversarial + weight * pen)
+            else:
+                total = average(adversarial)
             scaled = c_opt.scale_loss(total)
         grads = tape.gradient(scaled, critic.trainable_variables)
-        metrics = {
-            "critic_loss": total,
-            "wasserstein": -average(adversarial),
-            "penalty": average(pen),
-            "grad_norm": tf.reduce_sum(norms) / tf.cast(tf.size(norms), tf.float32)
-            / tf.cast(tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32),
-        }
+        metrics = {"critic_loss": total, "wasserstein": -average(adversarial)}
+        if regularise:
+            metrics["penalty"] = average(pen)
+            metrics["grad_norm"] = (
+                tf.reduce_sum(norms) / tf.cast(tf.size(norms), tf.float32)
+                / tf.cast(tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32))
         return grads, metrics
 
     def generator_grads(seed):
@@ -164,11 +195,27 @@ def make_train_steps(
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for k, v in per_replica.items()}
 
-    @step_function
-    def critic_step(real, seed):
-        grads, metrics = strategy.run(critic_grads, args=(real, seed))
-        strategy.run(apply_critic, args=(clip_summed(grads, c_opt),))
-        return summed(metrics)
+    last_penalty = {}
+    if train.r1_every > 1:
+        with strategy.scope():  # mirrored, so every replica reads the same value
+            last_penalty = {k: tf.Variable(0.0, trainable=False, name=f"last_{k}")
+                            for k in ("penalty", "grad_norm")}
+
+    def critic_step_function(regularise: bool) -> Callable:
+        @step_function
+        def critic_step(real, seed):
+            grads, metrics = strategy.run(partial(critic_grads, regularise=regularise),
+                                          args=(real, seed))
+            strategy.run(apply_critic, args=(clip_summed(grads, c_opt),))
+            metrics = summed(metrics)
+            for name, var in last_penalty.items():
+                if regularise:
+                    var.assign(metrics[name])
+                else:
+                    metrics[name] = var.read_value()
+            return metrics
+
+        return critic_step
 
     @step_function
     def generator_step(seed):
@@ -176,4 +223,5 @@ def make_train_steps(
         strategy.run(apply_generator, args=(clip_summed(grads, g_opt),))
         return summed(metrics)
 
-    return TrainSteps(critic_step, generator_step)
+    return TrainSteps(critic_step_function(True), generator_step, train.r1_every,
+                      critic_step_function(False) if last_penalty else None, last_penalty)

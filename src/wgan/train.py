@@ -43,6 +43,7 @@ from wgan.training_setup import (
     TrainingSetup,
     build_training,
     critic_iterations,
+    critic_updates_before,
     learning_rate,
 )
 
@@ -196,9 +197,10 @@ def _train_iteration(run: TrainingSetup, data, cfg, s: int, seed: int) -> dict:
         for opt, spec in ((run.g_opt, cfg.generator), (run.c_opt, cfg.critic)):
             opt.learning_rate.assign(learning_rate(spec, cfg, s))
     n_critic = critic_iterations(s, cfg.n_critic, cfg.critic_warmup)
+    first = critic_updates_before(s, cfg.n_critic, cfg.critic_warmup)
     for k in range(n_critic):
-        c_metrics = run.steps.critic_step(
-            next(data), tf.constant(update_seed(seed, s, CRITIC, k), tf.int64))
+        c_metrics = run.steps.critic_update(
+            next(data), tf.constant(update_seed(seed, s, CRITIC, k), tf.int64), first + k)
     for k in range(cfg.g_steps):
         g_metrics = run.steps.generator_step(
             tf.constant(update_seed(seed, s, GENERATOR, k), tf.int64))

@@ -20,7 +20,7 @@ from wgan.steps import TrainSteps, compiles_with_xla, make_train_steps
 from wgan.variants import get_variant
 
 __all__ = ["BestSoFar", "TrainingSetup", "build_training", "critic_iterations",
-           "learning_rate", "make_optimizer"]
+           "critic_updates_before", "learning_rate", "make_optimizer"]
 
 
 def make_optimizer(spec: NetworkOptimizer, mixed_precision: bool) -> keras.optimizers.Optimizer:
@@ -54,6 +54,16 @@ def critic_iterations(step: int, n_critic: int, warmup: bool) -> int:
     if warmup and (step < 25 or step % 500 == 0):
         return 100
     return n_critic
+
+
+def critic_updates_before(step: int, n_critic: int, warmup: bool) -> int:
+    """Critic updates in generator iterations 0 .. ``step`` - 1: the sum of
+    :func:`critic_iterations` over them, in closed form. A count of the run, not of the
+    session, so a resumed run numbers its updates as an uninterrupted one does."""
+    if not warmup:
+        return step * n_critic
+    long = min(step, 25) + max(0, (step - 1) // 500)  # iterations 0-24, 500, 1000, ...
+    return 100 * long + n_critic * (step - long)
 
 
 @dataclass
@@ -122,7 +132,8 @@ class TrainingSetup:
                        train_seconds=self.train_seconds)
         if self.ema_generator is not None:
             tracked["ema_generator"] = self.ema_generator
-        return {**tracked, **self.best.checkpointed()}
+        last = {f"last_{k}": v for k, v in self.steps.last_penalty.items()}  # lazy R1 only
+        return {**tracked, **last, **self.best.checkpointed()}
 
     def variables(self) -> list[tf.Variable]:
         """Every variable a checkpoint holds: models' weights, optimizer state, counters."""

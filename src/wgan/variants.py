@@ -23,7 +23,7 @@ __all__ = ["Variant", "VARIANTS", "VARIANT_KNOBS", "get_variant"]
 # Training knobs that only some variants read (field names of wgan.config.TrainConfig).
 # Any other variant ignores them: a swept value does not stop its run, nor force a new
 # checkpoint fingerprint.
-VARIANT_KNOBS = ("clip", "penalty_weight", "lp_sampling", "perturb")
+VARIANT_KNOBS = ("clip", "penalty_weight", "lp_sampling", "perturb", "r1_every")
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ VARIANTS: Mapping[str, Variant] = MappingProxyType({
         loss="non_saturating", penalty="r1", points="real",
         paper="R1: Mescheder et al. 2018, arXiv:1801.04406 (Sec. 4.1)",
         defaults=dict(optimizer="rmsprop", lr=1e-4, n_critic=1, penalty_weight=10.0),
-        reads=frozenset({"penalty_weight"}),
+        reads=frozenset({"penalty_weight", "r1_every"}),
         critic_norms=("none", "layer"), critic_norm_reason=_PER_SAMPLE_PENALTY),
 })
 
