@@ -38,6 +38,8 @@ COSTS = {
     "wgan-gp c2": ("wgan-gp", {}, 64, {"n_critic": 2}),
     "wgan-gp c1": ("wgan-gp", {}, 64, {"n_critic": 1}),
     "wgan-gp c2 b32": ("wgan-gp", {}, 32, {"n_critic": 2}),
+    "wgan-gp c2 b16": ("wgan-gp", {}, 16, {"n_critic": 2}),
+    "wgan-gp c1 b32": ("wgan-gp", {}, 32, {"n_critic": 1}),
     "wgan-sn c2": ("wgan-sn", {}, 64, {"n_critic": 2}),
 }
 RATIOS = ROOT / "docs" / "data" / "default_candidates_ratios.json"
