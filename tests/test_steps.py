@@ -72,7 +72,11 @@ def test_two_replicas_match_one_device_under_adam(two_cpus):
     assert _max_diff(one, two) < 1e-5
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+# One variant per way the block convolutions enter a step: under weight clipping (wgan),
+# under a double backprop (wgan-gp; wgan-lp and gan-r1 differentiate the same input
+# gradient), and in the generator only (wgan-sn: a spectrally normalised critic keeps
+# stock layers). The losses of the other variants do not touch the layers.
+@pytest.mark.parametrize("variant", ["wgan", "wgan-gp", "wgan-sn"])
 def test_xla_step_with_block_convs_matches_stock_layers(variant):
     # jit_compile on one replica builds grey-image models with block convolutions.
     # (Against the step without XLA the noise differs: XLA has its own random kernels.)
