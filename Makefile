@@ -23,12 +23,12 @@ $(STAMP): requirements.txt requirements.lock requirements-data.txt pyproject.tom
 repro: $(STAMP)
 	dvc repro
 
-# Two pytest processes (pytest-xdist): much of the suite waits on DVC queues, clusters
-# and stage subprocesses, which leaves a core idle in one process. Tests marked with an
-# xdist_group share a module fixture and run in one process.
+# Two pytest processes (pytest-xdist; tests/conftest.py says how tests are shared out):
+# much of the suite waits on DVC queues, clusters and stage subprocesses, which leaves a
+# core idle in one process.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	python -m pytest -q -n $(TEST_WORKERS)
 
 bench: $(STAMP)
 	python -m benchmarks.run

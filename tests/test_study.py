@@ -312,11 +312,6 @@ def _follow(repo: Path, name: str) -> list[dict]:
     return seen
 
 
-# `make test` runs two pytest processes (pytest-xdist --dist loadgroup): the tests of
-# the queue below share one, so that the queue runs once.
-ON_THE_QUEUE_WORKER = pytest.mark.xdist_group("study_queue")
-
-
 @pytest.fixture(scope="module")
 def machines(tmp_path_factory):
     """Clone A of this repository with tiny params, pushed to a bare remote, that ran a
@@ -417,7 +412,6 @@ def _curves_exist(repo: Path) -> bool:
                for sha in _experiments(repo).values())
 
 
-@ON_THE_QUEUE_WORKER
 def test_study_of_a_real_queue(machines, tmp_path):
     a = machines["a"]
     assert "broken" not in _experiments(a)  # a failed experiment has no commit
@@ -443,7 +437,6 @@ def test_study_of_a_real_queue(machines, tmp_path):
         in refused.stderr
 
 
-@ON_THE_QUEUE_WORKER
 def test_exp_show_shows_a_running_experiments_latest_evaluation(machines):
     """Issue 16: live metrics go through DVCLive, so ``dvc exp show`` shows a running
     experiment's latest values. Each value seen while ``live`` ran is that evaluation's
@@ -462,7 +455,6 @@ def test_exp_show_shows_a_running_experiments_latest_evaluation(machines):
             assert value == pytest.approx(row[name], rel=1e-5), (metrics["step"], name)
 
 
-@ON_THE_QUEUE_WORKER
 def test_a_study_gathers_runs_from_two_clones(machines, tmp_path):
     """Clone B (another machine; it shares A's DVC cache as a cluster's shared disk
     would, so only its own stages run) adds a wgan-gp run; both push to the bare remote,
