@@ -113,27 +113,28 @@ def write_params(directory: Path, **sections) -> Path:
     return path
 
 
-# Modules whose tests share an expensive module fixture (test_study's DVC queue): under
-# pytest-xdist each runs whole in one process, so that the fixture is built once.
-ONE_PROCESS_MODULES = {"tests/test_study.py"}
+# Under pytest-xdist these modules run whole and one after another in one process: test_study
+# builds its DVC queue once (a module fixture), and they and the benchmark smoke test are
+# mostly stage subprocesses, which slow each other down when they run at once.
+SUBPROCESS_MODULES = {"tests/test_benchmarks.py", "tests/test_pipeline.py", "tests/test_study.py"}
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """``pytest -n N`` (``make test``): every test is its own unit of work, so the processes
-    end together, except the modules above, each one unit, sent first (xdist orders units
-    by size). xdist's ``--dist loadgroup`` would do this with marks, but its grouping sets
-    an item attribute that pytest 9 no longer reads."""
+    """``pytest -n N`` (``make test``): every other test is its own unit of work, so the
+    processes end together; the modules above are one unit, sent first (xdist orders units
+    by size). xdist's ``--dist loadgroup`` would group with marks, but it sets an item
+    attribute that pytest 9 no longer reads."""
     if config.getoption("dist") != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    class TestOrModule(LoadScopeScheduling):
+    class TestOrSubprocessModules(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
-            return module if module in ONE_PROCESS_MODULES else nodeid
+            return "subprocess modules" if module in SUBPROCESS_MODULES else nodeid
 
-    return TestOrModule(config, log)
+    return TestOrSubprocessModules(config, log)
 
 
 @pytest.fixture(scope="session")

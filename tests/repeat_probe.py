@@ -7,13 +7,13 @@ difference is an execution-time one: graph, inputs and state are the same.
 
     PYTHONPATH=src:tests python tests/repeat_probe.py gan-r1 3000
 
-gan-r1 fails it (the xfail in ``test_steps.py``): with D(x) of the loss from a forward pass
-separate from the R1 penalty's, up to 2.5% of trials gave one other outcome (the R1
-penalty of a block of samples 0.02-0.1% off), in bursts (2026-12-05: 16 in 18,000 trials
-within four minutes, 0 in ~78,000 otherwise), never with one intra-op thread. The step now
-takes D(x) from the penalty's own pass (``wgan.steps._scored_by_penalty``): 0 in ~33,000,
-which is not yet proof. Compare with the old step (a worktree at the commit before) in
-alternation, not against an old figure.
+gan-r1 fails it (hence the three attempts of its replica test in ``test_steps.py``): with
+D(x) of the loss from a forward pass separate from the R1 penalty's, up to 2.5% of trials
+gave one other outcome (the R1 penalty of a block of samples 0.02-0.1% off), in bursts
+(2026-12-05: 16 in 18,000 trials within four minutes, 0 in ~78,000 otherwise), never with
+one intra-op thread. The step now takes D(x) from the penalty's own pass
+(``wgan.steps._scored_by_penalty``): 0 in ~33,000, which is not yet proof. Compare with
+the old step (a worktree at the commit before) in alternation, not against an old figure.
 
 Environment knobs for bisecting: ``INTRA_THREADS`` / ``INTER_THREADS`` (TensorFlow's
 thread pools), ``OP_DETERMINISM=1``, ``NO_OFF_TAPE=1`` (the penalty on the plain path).
