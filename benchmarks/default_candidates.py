@@ -30,17 +30,18 @@ from benchmarks.common import ROOT
 from benchmarks.train_steps import _alternating, _build
 
 SHAPE = (28, 28, 1)
-BASELINE = "wgan-gp c2"  # the default run's own iteration
+BASELINE = "wgan-gp c2 b32"  # the default run's own iteration
 # name -> (variant, model params, batch, train params): only what changes a step's cost
 # (learning rates, betas and the EMA decay do not; every candidate keeps the EMA).
 COSTS = {
-    BASELINE: ("wgan-gp", {}, 64, {"n_critic": 5}),
     "wgan-gp c2": ("wgan-gp", {}, 64, {"n_critic": 2}),
     "wgan-gp c1": ("wgan-gp", {}, 64, {"n_critic": 1}),
     "wgan-gp c2 b32": ("wgan-gp", {}, 32, {"n_critic": 2}),
     "wgan-gp c2 b16": ("wgan-gp", {}, 16, {"n_critic": 2}),
     "wgan-gp c1 b32": ("wgan-gp", {}, 32, {"n_critic": 1}),
     "wgan-sn c2": ("wgan-sn", {}, 64, {"n_critic": 2}),
+    "wgan-gp c2 b32 layer-norm": ("wgan-gp", {"critic_norm": "layer"}, 32, {"n_critic": 2}),
+    "wgan-gp c2 b32 extra1": ("wgan-gp", {"extra_layers": 1}, 32, {"n_critic": 2}),
 }
 RATIOS = ROOT / "docs" / "data" / "default_candidates_ratios.json"
 TABLE = ROOT / "docs" / "data" / "default_candidates.tsv"  # the first search (EPYC, c5 anchor)
@@ -57,13 +58,17 @@ def baseline_quiet_iteration_s() -> float:
     return round(details["train_wall_s"] / details["train_steps"], 4)
 
 
-def iteration_ratios(rounds: int = 7, per_round: int = 4) -> dict[str, dict]:
+def iteration_ratios(rounds: int = 7, per_round: int = 4,
+                     names: list[str] | None = None) -> dict[str, dict]:
     """Each candidate's generator iteration ÷ the baseline's, medians over rounds in which
-    every candidate runs ``per_round`` iterations in turn (XLA, fixed real batch, EMA on)."""
+    every candidate (``names``, default all) and the baseline run ``per_round`` iterations
+    in turn (XLA, fixed real batch, EMA on)."""
     import tensorflow as tf
 
+    names = [BASELINE, *(n for n in names or COSTS if n != BASELINE)]
     calls = {}
-    for name, (variant, model, batch, train) in COSTS.items():
+    for name in names:
+        variant, model, batch, train = COSTS[name]
         cfg, steps, _ = _build(SHAPE, model, variant, True, batch, {**train, "ema": 0.999})
         real = tf.random.stateless_uniform([batch, *SHAPE], [5, 6], -1, 1)
 
@@ -76,7 +81,7 @@ def iteration_ratios(rounds: int = 7, per_round: int = 4) -> dict[str, dict]:
     result = _alternating(calls, per_round, rounds)
     base_s = baseline_quiet_iteration_s()
     out = {}
-    for name in COSTS:
+    for name in names:
         ratios = [r[name] / r[BASELINE] for r in result.values]
         ratio = statistics.median(ratios)
         out[name] = {"ratio": round(ratio, 3), "quiet_iteration_s": round(ratio * base_s, 4),
@@ -138,7 +143,9 @@ def plot(table: Path = TABLE, figure: Path = FIGURE) -> None:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.default_candidates")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("ratios", help="print each candidate's iteration cost ÷ the default's")
+    rat = sub.add_parser("ratios", help="print each candidate's iteration cost ÷ the default's")
+    rat.add_argument("names", nargs="*", metavar="COST_KEY",
+                     help="candidates to time (default: all of COSTS)")
     tab = sub.add_parser("table", help="evaluations during training, est. quiet seconds")
     tab.add_argument("runs", nargs="+", metavar="LABEL=COST_KEY=EVAL_CURVES_TSV")
     tab.add_argument("--ratios", type=Path, default=RATIOS)
@@ -148,7 +155,9 @@ def main(argv: list[str]) -> None:
     fig.add_argument("--figure", type=Path, default=FIGURE)
     args = parser.parse_args(argv)
     if args.command == "ratios":
-        print(json.dumps(iteration_ratios(), indent=1))
+        if unknown := set(args.names) - set(COSTS):
+            parser.error(f"unknown COST_KEY {sorted(unknown)}; known: {', '.join(COSTS)}")
+        print(json.dumps(iteration_ratios(names=args.names), indent=1))
     elif args.command == "table":
         if not all(run.count("=") == 2 for run in args.runs):
             parser.error("each run is LABEL=COST_KEY=EVAL_CURVES_TSV")

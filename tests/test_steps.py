@@ -78,10 +78,13 @@ def test_two_replicas_match_one_device(variant, lazy, two_cpus):
     assert (m1["penalty"] > 1e-3) == (VARIANTS[variant].penalty != "none")
 
 
-def test_two_replicas_match_one_device_under_adam(two_cpus):
+@pytest.mark.parametrize("extra_layers", [0, 1])
+def test_two_replicas_match_one_device_under_adam(two_cpus, extra_layers):
     # The default optimizer: its slot variables are mirrored and updated on every replica.
-    one, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp", k=3)
-    two, _ = run_steps(two_cpus, "wgan-gp", k=3)
+    # model.extra_layers adds a synchronised BatchNorm to the generator.
+    model = {"extra_layers": extra_layers}
+    one, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp", k=3, model=model)
+    two, _ = run_steps(two_cpus, "wgan-gp", k=3, model=model)
     assert _max_diff(one, two) < 1e-5
 
 
@@ -101,16 +104,20 @@ def test_xla_step_with_block_convs_matches_stock_layers(variant):
         assert m1[name] == pytest.approx(m2[name], rel=1e-4, abs=1e-6), name
 
 
-@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
-def test_off_tape_penalty_matches_the_plain_path(policy, monkeypatch):
+@pytest.mark.parametrize("policy, extra_layers", [("float32", 0), ("mixed_float16", 0),
+                                                  ("float32", 1)])
+def test_off_tape_penalty_matches_the_plain_path(policy, extra_layers, monkeypatch):
     # The penalty's forward pass runs off the outer tape only where that gives the same
     # gradient; under mixed precision the layers' float16 weight casts would be unseen.
     keras.mixed_precision.set_global_policy(policy)
+    model = {"extra_layers": extra_layers}
     try:
         mixed = policy != "float32"
-        default, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp", mixed_precision=mixed)
+        default, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp", mixed_precision=mixed,
+                               model=model)
         monkeypatch.setattr(steps_module, "runs_off_tape", lambda model: False)
-        plain, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp", mixed_precision=mixed)
+        plain, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp", mixed_precision=mixed,
+                             model=model)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert _max_diff(default, plain) < 1e-5
@@ -166,6 +173,28 @@ def test_dcgan_width_follows_base_channels_or_its_default(shape, base, widths):
     resolved = resolve_model(params.model, shape)
     assert (resolved.arch, resolved.base_channels) == ("dcgan", widths[0])
     assert resolved.z_dim == generator.input_shape[-1] == 100
+
+
+@pytest.mark.parametrize("shape, side", [((28, 28, 1), 14), ((64, 64, 3), 32)])
+def test_extra_layers_are_stride_one_convs_at_the_largest_hidden_side(shape, side):
+    # The WassersteinGAN reference's --n_extra_layers: after the critic's input layer and
+    # before the generator's output layer, at base channels / the generator's last width.
+    base = 8
+    plain = build_models(parse_params({"model": {"base_channels": base}}).model, shape)
+    generator, critic = build_models(
+        parse_params({"model": {"base_channels": base, "extra_layers": 2}}).model, shape)
+
+    def convs(model):
+        return [(layer.kernel_size, layer.strides, layer.output.shape[1:])
+                for layer in model.layers
+                if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
+
+    extra = [((3, 3), (1, 1), (side, side, base))] * 2
+    critic_convs, plain_critic = convs(critic), convs(plain[1])
+    assert critic_convs == plain_critic[:1] + extra + plain_critic[1:]
+    generator_convs, plain_generator = convs(generator), convs(plain[0])
+    assert generator_convs == plain_generator[:-1] + extra + plain_generator[-1:]
+    assert generator.output.shape[1:] == critic.input.shape[1:] == shape
 
 
 def test_resolved_mlp_has_its_latent_size_and_no_width():

@@ -150,6 +150,9 @@ class ModelConfig:
     z_dim: int | None = _ranged(None, 1, 100_000)  # null: 100 for dcgan, 1000 for mlp
     base_channels: int | None = _ranged(None, 1, 4096)  # null: 32 for 28×28, else 64
     critic_norm: str = _choice("none", "layer", "batch", default="none")
+    # dcgan: 3×3 stride-1 conv layers beside the largest hidden side of each network
+    # (the WassersteinGAN reference's --n_extra_layers)
+    extra_layers: int = _ranged(0, 0, 64)
     init: str = _choice("keras", "dcgan", "truncated", default="keras")  # wgan.models.initializers
     mlp_hidden: int = _ranged(4096, 1, 65536, why="the mask MLP holds length × mlp_hidden weights")
 
@@ -409,6 +412,9 @@ def _check_model_fits_data(params: Params) -> None:
     if data.name == "mask" and model.critic_norm != "none":
         raise ParamsError(f"model.critic_norm: {model.critic_norm!r} applies to the dcgan "
                           "critic only; the mask (mlp) critic has no normalisation; set 'none'")
+    if data.name == "mask" and model.extra_layers:
+        raise ParamsError(f"model.extra_layers: {model.extra_layers} applies to the dcgan only; "
+                          "the mask (mlp) networks have no conv layers; set 0")
     if data.name in ("celeba", "folder", "lsun"):
         resize = getattr(data, data.name).resize
         try:

@@ -11,6 +11,11 @@ alternative. The table (:mod:`wgan.variants`) says which norms each variant allo
 ``mlp`` (WGAN_GP_MASK): generator z → 4096 leaky-ReLU → L sigmoid; critic
 L → 4096 → 1024 → 1 linear, for 1-D 0/1 masks.
 
+``model.extra_layers`` (the WassersteinGAN reference's ``--n_extra_layers``, Arjovsky
+et al. 2017) adds 3×3 stride-1 conv layers at the largest hidden side of either
+network: before the generator's output layer and after the critic's input layer. They
+deepen both networks where the strokes are drawn without changing the sides.
+
 ``model.init`` (:func:`initializers`) chooses the conv/dense kernels' initial weights.
 A variant whose ``critic_constraint`` is ``spectral`` gets every conv and dense layer of
 either critic wrapped in :class:`wgan.spectral_norm.SpectralNorm`.
@@ -118,7 +123,8 @@ def _dcgan_plan(shape: tuple[int, ...]) -> tuple[int, int]:
     return dcgan_plan(h)
 
 
-def _dcgan_generator(shape, z_dim: int, base: int, block_convs: bool, init: str) -> keras.Model:
+def _dcgan_generator(shape, z_dim: int, base: int, extra: int, block_convs: bool,
+                     init: str) -> keras.Model:
     side, steps = _dcgan_plan(shape)
     channels = base * 2 ** (steps - 1)
     z = keras.Input((z_dim,), name="z")
@@ -130,6 +136,10 @@ def _dcgan_generator(shape, z_dim: int, base: int, block_convs: bool, init: str)
         channels //= 2
         x = layers.Conv2DTranspose(channels, 4, 2, padding="same", use_bias=False,
                                    **initializers(init))(x)
+        x = layers.BatchNormalization(synchronized=True, **initializers(init, "batch_norm"))(x)
+        x = layers.ReLU()(x)
+    for _ in range(extra):
+        x = layers.Conv2D(channels, 3, 1, padding="same", use_bias=False, **initializers(init))(x)
         x = layers.BatchNormalization(synchronized=True, **initializers(init, "batch_norm"))(x)
         x = layers.ReLU()(x)
     output_conv = BlockConv2DTranspose if block_convs else layers.Conv2DTranspose
@@ -157,16 +167,18 @@ def _linear(spectral: bool):
     return lambda layer: SpectralNorm(layer, dtype=layer.dtype_policy)
 
 
-def _dcgan_critic(shape, base: int, norm: str, constraint, block_convs: bool,
+def _dcgan_critic(shape, base: int, extra: int, norm: str, constraint, block_convs: bool,
                   init: str, spectral: bool) -> keras.Model:
     _, steps = _dcgan_plan(shape)
     kw = dict(kernel_constraint=constraint, bias_constraint=constraint)
     wrap = _linear(spectral)
     x_in = keras.Input(shape, name="x")
     x = x_in
-    for i in range(steps):
+    convs = [(base * 2**i, 4, 2) for i in range(steps)]
+    convs[1:1] = [(base, 3, 1)] * extra
+    for i, (channels, kernel, stride) in enumerate(convs):
         conv = BlockConv2D if block_convs and i == 0 else layers.Conv2D
-        x = wrap(conv(base * 2**i, 4, 2, padding="same", **kw, **initializers(init)))(x)
+        x = wrap(conv(channels, kernel, stride, padding="same", **kw, **initializers(init)))(x)
         norm_layer = _critic_norm(norm, constraint, init) if i > 0 else None
         if norm_layer is not None:
             x = norm_layer(x)
@@ -215,6 +227,7 @@ def build_models(
                 _mlp_critic(length, config.mlp_hidden, constraint, config.init, spectral))
     base = base_channels(config, shape)
     block_convs = xla and shape[-1] == 1
-    return (_dcgan_generator(shape, z_dim, base, block_convs, config.init),
-            _dcgan_critic(shape, base, config.critic_norm, constraint,
+    extra = config.extra_layers
+    return (_dcgan_generator(shape, z_dim, base, extra, block_convs, config.init),
+            _dcgan_critic(shape, base, extra, config.critic_norm, constraint,
                           block_convs and not spectral, config.init, spectral))
