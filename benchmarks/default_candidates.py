@@ -42,6 +42,9 @@ COSTS = {
     "wgan-sn c2": ("wgan-sn", {}, 64, {"n_critic": 2}),
     "wgan-gp c2 b32 layer-norm": ("wgan-gp", {"critic_norm": "layer"}, 32, {"n_critic": 2}),
     "wgan-gp c2 b32 extra1": ("wgan-gp", {"extra_layers": 1}, 32, {"n_critic": 2}),
+    "wgan-gp c2 b32 extra2": ("wgan-gp", {"extra_layers": 2}, 32, {"n_critic": 2}),
+    "wgan-gp c2 b32 extra1 layer-norm": ("wgan-gp", {"extra_layers": 1, "critic_norm": "layer"},
+                                         32, {"n_critic": 2}),
 }
 RATIOS = ROOT / "docs" / "data" / "default_candidates_ratios.json"
 TABLE = ROOT / "docs" / "data" / "default_candidates.tsv"  # the first search (EPYC, c5 anchor)
