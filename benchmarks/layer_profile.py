@@ -1,10 +1,11 @@
 """Where the default model's wgan-gp iteration spends its time, layer by layer.
 
-The default run (params.yaml: dcgan 28×28×1 at width 32, batch 64, wgan-gp with
-``n_critic`` critic steps + 1 generator step, XLA) is built as ``wgan.train`` builds it.
-Each of its six weight layers (critic: the 1→32 block convolution, the 32→64
-convolution, the dense output; generator: the dense input, the 64→32 transposed
-convolution, the 32→1 block transposed convolution) is timed in its three passes —
+The default run (params.yaml: dcgan 28×28×1 at width 32 with ``model.extra_layers``,
+params.yaml's batch, wgan-gp with ``n_critic`` critic steps + 1 generator step, XLA) is
+built as ``wgan.train`` builds it. Each of its weight layers (critic: the 1→32 block
+convolution, the extra 3×3 32→32 convolutions, the 32→64 convolution, the dense output;
+generator: the dense input, the 64→32 transposed convolution, the extra 3×3
+convolutions, the 32→1 block transposed convolution) is timed in its three passes —
 forward, backprop-input (the gradient to the layer's input) and backprop-filter (to its
 kernel) — as the step runs them: the model's own layer object (so the block convolution
 where the step uses one), the step's shapes, under XLA, ONE pass per compiled call; not
