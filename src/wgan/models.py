@@ -123,25 +123,28 @@ def _dcgan_plan(shape: tuple[int, ...]) -> tuple[int, int]:
     return dcgan_plan(h)
 
 
+def _batch_norm_relu(x, init: str):
+    """The generator's hidden-layer tail: BatchNorm synchronised across replicas, then ReLU."""
+    x = layers.BatchNormalization(synchronized=True, **initializers(init, "batch_norm"))(x)
+    return layers.ReLU()(x)
+
+
 def _dcgan_generator(shape, z_dim: int, base: int, extra: int, block_convs: bool,
                      init: str) -> keras.Model:
     side, steps = _dcgan_plan(shape)
     channels = base * 2 ** (steps - 1)
     z = keras.Input((z_dim,), name="z")
     x = layers.Dense(side * side * channels, use_bias=False, **initializers(init))(z)
-    x = layers.BatchNormalization(synchronized=True, **initializers(init, "batch_norm"))(x)
-    x = layers.ReLU()(x)
+    x = _batch_norm_relu(x, init)
     x = layers.Reshape((side, side, channels))(x)
     for _ in range(steps - 1):
         channels //= 2
         x = layers.Conv2DTranspose(channels, 4, 2, padding="same", use_bias=False,
                                    **initializers(init))(x)
-        x = layers.BatchNormalization(synchronized=True, **initializers(init, "batch_norm"))(x)
-        x = layers.ReLU()(x)
+        x = _batch_norm_relu(x, init)
     for _ in range(extra):
         x = layers.Conv2D(channels, 3, 1, padding="same", use_bias=False, **initializers(init))(x)
-        x = layers.BatchNormalization(synchronized=True, **initializers(init, "batch_norm"))(x)
-        x = layers.ReLU()(x)
+        x = _batch_norm_relu(x, init)
     output_conv = BlockConv2DTranspose if block_convs else layers.Conv2DTranspose
     x = output_conv(shape[-1], 4, 2, padding="same", **initializers(init))(x)
     out = layers.Activation("tanh", dtype="float32")(x)
