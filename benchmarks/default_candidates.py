@@ -45,6 +45,8 @@ COSTS = {
     "wgan-gp c2 b32 extra2": ("wgan-gp", {"extra_layers": 2}, 32, {"n_critic": 2}),
     "wgan-gp c2 b32 extra1 layer-norm": ("wgan-gp", {"extra_layers": 1, "critic_norm": "layer"},
                                          32, {"n_critic": 2}),
+    "wgan-gp c2 b32 extra1 conditional": ("wgan-gp", {"extra_layers": 1, "conditional": True},
+                                          32, {"n_critic": 2}),
 }
 RATIOS = ROOT / "docs" / "data" / "default_candidates_ratios.json"
 TABLE = ROOT / "docs" / "data" / "default_candidates.tsv"  # the first search (EPYC, c5 anchor)
@@ -74,6 +76,8 @@ def iteration_ratios(rounds: int = 7, per_round: int = 4,
         variant, model, batch, train = COSTS[name]
         cfg, steps, _ = _build(SHAPE, model, variant, True, batch, {**train, "ema": 0.999})
         real = tf.random.stateless_uniform([batch, *SHAPE], [5, 6], -1, 1)
+        if model.get("conditional"):  # the batch's labels, 0..9 in turn
+            real = (real, tf.range(batch, dtype=tf.int32) % 10)
 
         def iteration(i: int, steps=steps, real=real, n_critic=cfg.n_critic):
             for k in range(n_critic):

@@ -91,9 +91,11 @@ def _alternating_rounds(spec: dict, params, prepared, classifier, reference) -> 
 
     cfg, meta = resolve_train(params.train), read_meta(prepared)
     strategy = tf.distribute.get_strategy()
-    run = build_training(params.model, cfg, meta.shape, strategy, params.seed)
+    run = build_training(params.model, cfg, meta.shape, strategy, params.seed,
+                         num_classes=meta.num_classes)
     data = iter(strategy.distribute_datasets_from_function(
-        lambda ctx: training_stream(prepared, cfg.batch, seed=params.seed, input_context=ctx)))
+        lambda ctx: training_stream(prepared, cfg.batch, seed=params.seed, input_context=ctx,
+                                    with_labels=run.classes is not None)))
     wait_for_quiet()
     meter = LoadMeter()
     t0 = time.perf_counter()

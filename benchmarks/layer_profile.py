@@ -181,9 +181,12 @@ def _sync_call(fn, args):
 
 
 def _default_run(size_model: dict) -> tuple[dict, dict]:
-    """(train, model) params of the default run in params.yaml, model overridden by size."""
+    """(train, model) params of the default run in params.yaml, model overridden by size.
+
+    Unconditional: a conditional critic has the same layers (its output is 10 wide, not 1)
+    and the generator one embedding added, which ``default_candidates ratios`` costs."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    return raw["train"], {**raw["model"], **size_model}
+    return raw["train"], {**raw["model"], **size_model, "conditional": False}
 
 
 def _profile_pass(layer: Layer, keras_layer, pass_name: str, spec: dict) -> dict:

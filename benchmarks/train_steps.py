@@ -57,6 +57,9 @@ SIZES = {
 SIZES["full"] = {**SIZES["default"], "rounds": 9}
 
 
+MNIST_CLASSES = 10  # what a ``model.conditional`` benchmark model is built for
+
+
 def _setup(shape, model: dict, variant: str, xla: bool, batch: int, train: dict | None = None):
     """(resolved train config, the ``TrainingSetup`` ``wgan.train`` would build, params);
     ``train`` overrides more train params (e.g. ``n_critic``)."""
@@ -68,7 +71,8 @@ def _setup(shape, model: dict, variant: str, xla: bool, batch: int, train: dict 
     params = parse_params({"train": {**(train or {}), "variant": variant, "jit_compile": xla,
                                      "batch": batch}, "model": model})
     cfg = resolve_train(params.train)
-    run = build_training(params.model, cfg, shape, tf.distribute.get_strategy(), seed=0)
+    run = build_training(params.model, cfg, shape, tf.distribute.get_strategy(), seed=0,
+                         num_classes=MNIST_CLASSES)
     return cfg, run, params
 
 

@@ -18,6 +18,7 @@ from wgan.config import parse_params, resolve_train
 from wgan.training_setup import build_training
 
 SHAPE = (28, 28, 1)
+CLASSES = 10  # of a conditional model's labels
 
 
 def tiny_params(variant: str, model: dict | None = None, **train):
@@ -28,17 +29,19 @@ def tiny_params(variant: str, model: dict | None = None, **train):
 
 
 def run_steps(strategy, variant: str, k: int = 2, stock_layers: bool = False,
-              critic_gain: float = 1.0, model: dict | None = None,
+              critic_gain: float = 1.0, model: dict | None = None, label: int | None = None,
               **train) -> tuple[dict, dict]:
     """Weights {"critic": [...], "generator": [...]} and the last step's metrics.
 
     The models are built as training builds them, or with stock Keras layers only.
     ``critic_gain`` scales the critic's initial kernels, so that its input-gradient norms
-    exceed 1 and a one-sided penalty is not zero.
+    exceed 1 and a one-sided penalty is not zero. A ``model.conditional`` pair gets real
+    batches of random labels, or all of ``label``.
     """
     params = tiny_params(variant, model, **train)
     cfg = resolve_train(params.train)
-    run = build_training(params.model, cfg, SHAPE, strategy, seed=0, xla_layers=not stock_layers)
+    run = build_training(params.model, cfg, SHAPE, strategy, seed=0, xla_layers=not stock_layers,
+                         num_classes=CLASSES)
     steps, critic, generator = run.steps, run.critic, run.generator
     for w in critic.trainable_weights:
         if "kernel" in w.path:
@@ -48,11 +51,16 @@ def run_steps(strategy, variant: str, k: int = 2, stock_layers: bool = False,
     metrics = {}
     for i in range(k):
         real = rng.uniform(-1, 1, (cfg.batch, *SHAPE)).astype(np.float32)
+        labels = None
+        if run.classes is not None:
+            labels = (np.full(cfg.batch, label) if label is not None
+                      else rng.integers(0, CLASSES, cfg.batch)).astype(np.int32)
         share = cfg.batch // replicas
 
-        def slice_for(ctx, real=real, share=share):
-            r = ctx.replica_id_in_sync_group
-            return real[r * share:(r + 1) * share]
+        def slice_for(ctx, real=real, share=share, labels=labels):
+            part = slice(ctx.replica_id_in_sync_group * share,
+                         (ctx.replica_id_in_sync_group + 1) * share)
+            return real[part] if run.classes is None else (real[part], labels[part])
 
         batch = strategy.experimental_distribute_values_from_function(slice_for)
         c = steps.critic_update(batch, tf.constant([0, 2 * i], tf.int64), i)

@@ -1,6 +1,8 @@
-"""model.init: each choice's initial weights have the distribution its papers used, per seed."""
+"""model.init: each choice's initial weights have the distribution its papers used, per seed;
+model.conditional: a generator of (z, label) and a critic with one output per class."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -9,8 +11,9 @@ from conftest import TINY_MODEL, TINY_TRAIN
 
 from wgan.checkpoints import fingerprint
 from wgan.config import ModelConfig, parse_params
-from wgan.models import build_models
-from wgan.prepared.format import read_meta
+from wgan.generation import generate, generator_inputs
+from wgan.models import build_models, class_score, generator_classes
+from wgan.prepared.format import read_meta, to_uint8
 from wgan.train import TrainOutputs, train
 
 STD = 0.02
@@ -91,3 +94,41 @@ def test_init_is_recorded_and_changes_the_fingerprint(tmp_path, digits):
                         "model": {**TINY_MODEL, "init": "truncated"}}), digits, out)
     written = json.loads((out.models / "train_config.json").read_text())
     assert written["model"]["init"] == "truncated"
+
+
+def test_a_conditional_pair_draws_per_label_and_scores_per_class():
+    # The generator: the same noise at two labels gives two images. The critic: one linear
+    # output per class, of which class_score takes each row's label's.
+    config = ModelConfig(**{**MODEL, "critic_norm": "none", "conditional": True})
+    generator, critic = build_models(config, SHAPE, num_classes=10)
+    assert generator_classes(generator) == 10 and critic.output.shape[1:] == (10,)
+    z = np.random.default_rng(0).normal(size=(2, 32)).astype(np.float32)
+    zeros, ones = (np.asarray(generator([z, np.full(2, k, np.int32)])) for k in (0, 1))
+    assert np.abs(zeros - ones).max() > 1e-3
+    scores = np.arange(20, dtype=np.float32).reshape(2, 10)
+    assert class_score(scores, np.array([3, 7])).numpy().tolist() == [[3.0], [17.0]]
+    plain, _ = build_models(ModelConfig(**MODEL), SHAPE, num_classes=10)
+    assert generator_classes(plain) is None and len(plain.inputs) == 1
+
+
+@pytest.mark.parametrize("shape, classes, message", [
+    (SHAPE, None, "model.conditional: true needs class labels, but the prepared data has "
+                  "none (meta.json num_classes: null); set model.conditional: false"),
+    ((16,), 2, "model.conditional: true applies to the dcgan only; set model.conditional: "
+               "false for this data")])
+def test_a_conditional_model_without_labels_or_a_dcgan_is_refused(shape, classes, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        build_models(ModelConfig(**{**MODEL, "conditional": True}), shape, num_classes=classes)
+
+
+def test_generate_draws_sample_i_as_class_i_mod_k():
+    # Every K samples hold each class once, whatever the batch: the stream's i-th sample
+    # is the generator's output for the i-th noise vector at label i mod K.
+    config = ModelConfig(**{**MODEL, "critic_norm": "none", "conditional": True})
+    generator, _ = build_models(config, SHAPE, num_classes=10)
+    samples = generate(generator, 23, 7, seed=5, is_image=True)
+    z = np.random.default_rng(5).standard_normal((23, 32), dtype=np.float32)
+    expected = to_uint8(np.asarray(generator([z, np.arange(23, dtype=np.int32) % 10],
+                                             training=False)), True)
+    assert np.array_equal(samples, expected)
+    assert generator_inputs(generator, z[:3], start=19)[1].tolist() == [9, 0, 1]

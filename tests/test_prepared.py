@@ -190,3 +190,34 @@ def test_sound_shards_read_in_full(tmp_path):
     assert sum(len(x) for x, _ in read_numpy(prepared, "train")) == 64
     assert next(iter(training_stream(prepared, 8, seed=0))).shape == (8, 28, 28, 1)
     assert tf.is_tensor(next(iter(make_dataset(prepared, "test", 8)))[0])
+
+
+def test_training_stream_with_labels_pairs_each_image_with_its_label(tmp_path):
+    # A conditional model trains on (image, label) pairs: each must be the pair written.
+    prepared = _digits(tmp_path / "mnist")
+    written = {}
+    for x, y in read_numpy(prepared, "train"):
+        written.update({image.tobytes(): int(label) for image, label in zip(x, y, strict=True)})
+    images, labels = next(iter(training_stream(prepared, 48, seed=0, with_labels=True)))
+    assert labels.dtype == tf.int32 and len(set(labels.numpy().tolist())) > 1
+    uint8 = tf.cast(tf.round((images + 1.0) * 127.5), tf.uint8).numpy()
+    assert [written[image.tobytes()] for image in uint8] == labels.numpy().tolist()
+
+
+def test_a_label_outside_num_classes_is_named_before_training(tmp_path):
+    # Only the first record's label is checked up front; a later one of 12 in a 10-class
+    # set would pick no class (a zero one-hot) and train a conditional critic on nothing.
+    x, y = digit_blobs(64, 0)
+    y[40] = 12
+    pairs = list(zip(x, y.tolist(), strict=True))
+    splits = {"train": pairs, "test": pairs[:8]}
+    write_prepared(Source("mnist", (28, 28, 1), 13, splits, {}, {"train": 64, "test": 8}),
+                   tmp_path / "mnist", 1, {"name": "mnist"})
+    meta_path = tmp_path / "mnist" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "num_classes": 10}))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / 'mnist'))}: a label is "
+                                         rf"12, outside 0..9 \(meta.json num_classes\); "
+                                         rf"{re.escape(REPREPARE)}$"):
+        training_stream(tmp_path / "mnist", 8, seed=0, with_labels=True)
+    training_stream(tmp_path / "mnist", 8, seed=0)  # unconditional training reads no labels

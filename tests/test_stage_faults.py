@@ -104,7 +104,18 @@ def test_a_generator_of_the_wrong_input_is_named(tmp_path):
     x = keras.Input((4, 4))
     save_model(keras.Model(x, keras.layers.Dense(2)(x)), tmp_path / "generator.keras")
     with pytest.raises(ValueError, match=r"generator.keras takes inputs of shape "
-                                         r"\(None, 4, 4\), not a batch of noise vectors"):
+                                         r"\[\(None, 4, 4\)\], not a batch of noise vectors"):
+        load_generator(tmp_path / "generator.keras")
+
+
+def test_a_two_input_generator_without_a_label_embedding_is_named(tmp_path):
+    # [z, label] is a conditional generator's input only with the class embedding that
+    # says how many classes it draws; any other second input is refused.
+    z, other = keras.Input((4,)), keras.Input(())
+    out = keras.layers.Dense(2)(keras.layers.Concatenate()([z, keras.layers.Reshape((1,))(other)]))
+    save_model(keras.Model([z, other], out), tmp_path / "generator.keras")
+    with pytest.raises(ValueError, match=r"generator.keras takes inputs of shape "
+                                         r"\[\(None, 4\), \(None,\)\], not a batch"):
         load_generator(tmp_path / "generator.keras")
 
 

@@ -78,14 +78,32 @@ def test_two_replicas_match_one_device(variant, lazy, two_cpus):
     assert (m1["penalty"] > 1e-3) == (VARIANTS[variant].penalty != "none")
 
 
-@pytest.mark.parametrize("extra_layers", [0, 1])
-def test_two_replicas_match_one_device_under_adam(two_cpus, extra_layers):
+@pytest.mark.parametrize("extra_layers, conditional", [(0, False), (1, False), (1, True)])
+def test_two_replicas_match_one_device_under_adam(two_cpus, extra_layers, conditional):
     # The default optimizer: its slot variables are mirrored and updated on every replica.
-    # model.extra_layers adds a synchronised BatchNorm to the generator.
-    model = {"extra_layers": extra_layers}
+    # model.extra_layers adds a synchronised BatchNorm to the generator; a conditional pair
+    # takes each replica's labels with its images and draws the generator's globally.
+    model = {"extra_layers": extra_layers, "conditional": conditional}
     one, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp", k=3, model=model)
     two, _ = run_steps(two_cpus, "wgan-gp", k=3, model=model)
     assert _max_diff(one, two) < 1e-5
+
+
+@pytest.mark.parametrize("variant", ["wgan-gp", "gan-r1", "wgan-lp"])
+def test_a_conditional_critic_learns_only_at_the_batch_labels(variant):
+    # Every real image of the batch is a 3: the critic scores reals, fakes and penalty
+    # points at class 3, so one critic update moves only column 3 of its per-class output
+    # kernel (Adam leaves a weight with zero gradient where it is). Scoring at any other
+    # label, or summing the classes, moves the other columns too.
+    before, _ = run_steps(tf.distribute.get_strategy(), variant, k=0,
+                          model={"conditional": True})
+    after, _ = run_steps(tf.distribute.get_strategy(), variant, k=1,
+                         model={"conditional": True}, label=3)
+    paths = after["critic_paths"]
+    index = max(i for i, p in enumerate(paths) if p.endswith("kernel"))  # the output layer's
+    moved = np.abs(after["critic"][index] - before["critic"][index]).max(axis=0)
+    assert moved.shape == (10,)
+    assert moved[3] > 1e-4 and np.all(np.delete(moved, 3) == 0), moved
 
 
 # One variant per way the block convolutions enter a step: under weight clipping (wgan),
@@ -104,13 +122,16 @@ def test_xla_step_with_block_convs_matches_stock_layers(variant):
         assert m1[name] == pytest.approx(m2[name], rel=1e-4, abs=1e-6), name
 
 
-@pytest.mark.parametrize("policy, extra_layers", [("float32", 0), ("mixed_float16", 0),
-                                                  ("float32", 1)])
-def test_off_tape_penalty_matches_the_plain_path(policy, extra_layers, monkeypatch):
+@pytest.mark.parametrize("policy, extra_layers, conditional", [
+    ("float32", 0, False), ("mixed_float16", 0, False), ("float32", 1, False),
+    ("float32", 1, True)])
+def test_off_tape_penalty_matches_the_plain_path(policy, extra_layers, conditional,
+                                                 monkeypatch):
     # The penalty's forward pass runs off the outer tape only where that gives the same
-    # gradient; under mixed precision the layers' float16 weight casts would be unseen.
+    # gradient; under mixed precision the layers' float16 weight casts would be unseen. A
+    # projection critic's class is picked on the tape, after the off-tape forward pass.
     keras.mixed_precision.set_global_policy(policy)
-    model = {"extra_layers": extra_layers}
+    model = {"extra_layers": extra_layers, "conditional": conditional}
     try:
         mixed = policy != "float32"
         default, _ = run_steps(tf.distribute.get_strategy(), "wgan-gp", mixed_precision=mixed,
@@ -123,11 +144,15 @@ def test_off_tape_penalty_matches_the_plain_path(policy, extra_layers, monkeypat
     assert _max_diff(default, plain) < 1e-5
 
 
-def test_two_replicas_match_one_device_for_perturbed_lp_points(two_cpus):
-    # The perturbation's σ is the global batch's, not each replica's half.
+@pytest.mark.parametrize("conditional", [False, True])
+def test_two_replicas_match_one_device_for_perturbed_lp_points(two_cpus, conditional):
+    # The perturbation's σ is the global batch's, not each replica's half. A conditional
+    # critic scores the perturbed reals and fakes (twice the batch) at their labels.
+    model = {"conditional": conditional}
     one, m1 = run_steps(tf.distribute.get_strategy(), "wgan-lp", k=3, lp_sampling="perturb",
+                        model=model, **SCALE_VISIBLE)
+    two, m2 = run_steps(two_cpus, "wgan-lp", k=3, lp_sampling="perturb", model=model,
                         **SCALE_VISIBLE)
-    two, m2 = run_steps(two_cpus, "wgan-lp", k=3, lp_sampling="perturb", **SCALE_VISIBLE)
     assert _max_diff(one, two) < 1e-5
     assert m1["grad_norm"] == pytest.approx(m2["grad_norm"], rel=1e-5)
     assert m1["penalty"] > 1e-3

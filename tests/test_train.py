@@ -28,11 +28,12 @@ from conftest import (
 from PIL import Image
 
 from wgan.checkpoints import fingerprint, first_non_finite
-from wgan.config import parse_params
+from wgan.config import SampleConfig, parse_params
 from wgan.metrics.masks import is_valid_mask
-from wgan.models import build_models
+from wgan.models import build_models, generator_classes
 from wgan.prepared.format import read_meta
 from wgan.prepared.write import Source, write_prepared
+from wgan.sample import load_generator, write_samples
 from wgan.spectral_norm import SpectralNorm
 from wgan.train import TrainOutputs, train
 from wgan.training_log import CurveFile
@@ -418,6 +419,26 @@ def test_stage_reports_bad_params_in_one_line(tmp_path, digits):
     assert proc.returncode == 1
     assert err.strip().splitlines()[-1].startswith("error: train.variant: unknown choice")
     assert not (tmp_path / "models").exists()  # refused before any work
+
+
+def test_a_conditional_run_saves_a_generator_of_noise_and_label(tmp_path, digits):
+    # model.conditional end to end: labelled batches in, a [z, label] generator out, whose
+    # samples the sample stage draws class by class; on data of other classes it refuses.
+    params = parse_params({"train": TINY_TRAIN, "model": {**TINY_MODEL, "conditional": True}})
+    train(params, digits, TrainOutputs.under(tmp_path))
+    path = tmp_path / "models/generator.keras"
+    assert generator_classes(load_generator(path)) == 10
+    resolved = json.loads((tmp_path / "models/train_config.json").read_text())
+    assert resolved["model"]["conditional"] is True
+    config = SampleConfig(n=12, batch=5, grid=3)
+    samples = write_samples(path, digits, tmp_path / "samples", tmp_path / "report", config, 0)
+    assert samples.shape == (12, 28, 28, 1) and (tmp_path / "report/grid.png").is_file()
+    other = shutil.copytree(digits, tmp_path / "other")
+    meta = json.loads((other / "meta.json").read_text())
+    (other / "meta.json").write_text(json.dumps({**meta, "num_classes": 12}))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))} draws 10 classes, but "
+                                         rf"{re.escape(str(other))} has 12; retrain"):
+        write_samples(path, other, tmp_path / "s2", tmp_path / "r2", config, 0)
 
 
 def test_critic_warmup_schedule():

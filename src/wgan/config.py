@@ -153,6 +153,8 @@ class ModelConfig:
     # dcgan: 3×3 stride-1 conv layers beside the largest hidden side of each network
     # (the WassersteinGAN reference's --n_extra_layers)
     extra_layers: int = _ranged(0, 0, 64)
+    # dcgan on labelled data: a generator of (z, class) and a projection critic (wgan.models)
+    conditional: bool = False
     init: str = _choice("keras", "dcgan", "truncated", default="keras")  # wgan.models.initializers
     mlp_hidden: int = _ranged(4096, 1, 65536, why="the mask MLP holds length × mlp_hidden weights")
 

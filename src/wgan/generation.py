@@ -5,6 +5,10 @@ RNG state is read or changed, so the same seed gives the same samples, and becau
 stream is drawn in order they do not depend on the batch size either. The ``sample``
 stage and the evaluations during training (:mod:`wgan.monitor`) draw with the same seed,
 so the latter's samples are the first ones of the former.
+
+A class-conditional generator (``model.conditional``) draws sample i of the stream as
+class i mod K, so every class gets the same share of any run of K samples, and a grid K
+wide has one class per column.
 """
 
 from __future__ import annotations
@@ -12,19 +16,30 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from wgan.models import generator_classes
 from wgan.prepared.format import to_uint8
 
-__all__ = ["generate"]
+__all__ = ["generate", "generator_inputs"]
+
+
+def generator_inputs(generator: keras.Model, z, start: int = 0):
+    """What ``generator`` takes for the noise ``z`` [n, z_dim] at stream position ``start``:
+    ``z`` itself, or ``[z, labels]`` with labels (start + i) mod K for a conditional one."""
+    classes = generator_classes(generator)
+    if classes is None:
+        return z
+    return [z, (np.arange(start, start + len(z)) % classes).astype(np.int32)]
 
 
 def generate(generator: keras.Model, n: int, batch: int, seed: int, is_image: bool) -> np.ndarray:
     """``n`` uint8 samples in the prepared layout, ``batch`` generator calls at a time."""
-    z_dim = generator.input_shape[-1]
+    z_dim = generator.inputs[0].shape[-1]
     rng = np.random.default_rng(seed)
     out = None
     for start in range(0, n, batch):
         z = rng.standard_normal((min(batch, n - start), z_dim), dtype=np.float32)
-        x = to_uint8(keras.ops.convert_to_numpy(generator(z, training=False)), is_image)
+        x = generator(generator_inputs(generator, z, start), training=False)
+        x = to_uint8(keras.ops.convert_to_numpy(x), is_image)
         if out is None:
             out = np.empty((n, *x.shape[1:]), np.uint8)
         out[start:start + len(x)] = x

@@ -16,6 +16,15 @@ et al. 2017) adds 3×3 stride-1 conv layers at the largest hidden side of either
 network: before the generator's output layer and after the critic's input layer. They
 deepen both networks where the strokes are drawn without changing the sides.
 
+``model.conditional`` makes a dcgan class-conditional, for labelled data. The generator
+takes ``[z, label]`` and adds a learned per-class vector to its first layer's output,
+which is concatenating a one-hot label to z (Mirza & Osindero 2014, arXiv:1411.1784). The
+critic is a projection critic with a linear ψ (Miyato & Koyama 2018, arXiv:1802.05637):
+D(x, y) = (w + V_y)ᵀ φ(x), i.e. one linear output per class, of which
+:func:`class_score` takes the label's. The critic stays a model of the image alone, built
+of the same layers, so the off-tape penalty (:mod:`wgan.penalties`), XLA block
+convolutions and spectral norm apply to it unchanged.
+
 ``model.init`` (:func:`initializers`) chooses the conv/dense kernels' initial weights.
 A variant whose ``critic_constraint`` is ``spectral`` gets every conv and dense layer of
 either critic wrapped in :class:`wgan.spectral_norm.SpectralNorm`.
@@ -26,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 from wgan.block_conv import BlockConv2D, BlockConv2DTranspose
@@ -33,10 +43,12 @@ from wgan.config import ModelConfig
 from wgan.model_geometry import dcgan_plan
 from wgan.spectral_norm import SpectralNorm
 
-__all__ = ["build_models", "base_channels", "initializers", "latent_dim", "model_arch",
-           "resolve_model", "ClipWeights"]
+__all__ = ["build_models", "base_channels", "class_score", "generator_classes",
+           "initializers", "latent_dim", "model_arch", "model_classes", "resolve_model",
+           "ClipWeights"]
 
 _INIT_STD = 0.02
+_LABEL_EMBEDDING = "label_embedding"  # names the conditional generator's class input
 
 
 def model_arch(config: ModelConfig, shape: tuple[int, ...]) -> str:
@@ -130,11 +142,16 @@ def _batch_norm_relu(x, init: str):
 
 
 def _dcgan_generator(shape, z_dim: int, base: int, extra: int, block_convs: bool,
-                     init: str) -> keras.Model:
+                     init: str, classes: int | None) -> keras.Model:
     side, steps = _dcgan_plan(shape)
     channels = base * 2 ** (steps - 1)
     z = keras.Input((z_dim,), name="z")
+    inputs = [z]
     x = layers.Dense(side * side * channels, use_bias=False, **initializers(init))(z)
+    if classes is not None:
+        inputs.append(keras.Input((), dtype="int32", name="label"))
+        x = layers.Add()([x, layers.Embedding(classes, x.shape[-1], name=_LABEL_EMBEDDING)(
+            inputs[1])])
     x = _batch_norm_relu(x, init)
     x = layers.Reshape((side, side, channels))(x)
     for _ in range(steps - 1):
@@ -148,7 +165,7 @@ def _dcgan_generator(shape, z_dim: int, base: int, extra: int, block_convs: bool
     output_conv = BlockConv2DTranspose if block_convs else layers.Conv2DTranspose
     x = output_conv(shape[-1], 4, 2, padding="same", **initializers(init))(x)
     out = layers.Activation("tanh", dtype="float32")(x)
-    return keras.Model(z, out, name="generator")
+    return keras.Model(inputs if classes is not None else z, out, name="generator")
 
 
 def _critic_norm(kind: str, constraint, init: str):
@@ -171,7 +188,7 @@ def _linear(spectral: bool):
 
 
 def _dcgan_critic(shape, base: int, extra: int, norm: str, constraint, block_convs: bool,
-                  init: str, spectral: bool) -> keras.Model:
+                  init: str, spectral: bool, classes: int | None) -> keras.Model:
     _, steps = _dcgan_plan(shape)
     kw = dict(kernel_constraint=constraint, bias_constraint=constraint)
     wrap = _linear(spectral)
@@ -187,8 +204,26 @@ def _dcgan_critic(shape, base: int, extra: int, norm: str, constraint, block_con
             x = norm_layer(x)
         x = layers.LeakyReLU(0.2)(x)
     x = layers.Flatten()(x)
-    out = wrap(layers.Dense(1, dtype="float32", **kw, **initializers(init)))(x)
+    out = wrap(layers.Dense(classes or 1, dtype="float32", **kw, **initializers(init)))(x)
     return keras.Model(x_in, out, name="critic")
+
+
+def class_score(scores: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
+    """D(x, y) [B, 1] of a projection critic's per-class outputs [B, K]: each row's
+    ``labels`` column (a one-hot product, linear in ``scores``: nothing for the penalty's
+    tape to miss). Unconditional (``labels`` None): ``scores`` as they are."""
+    if labels is None:
+        return scores
+    picked = scores * tf.one_hot(labels, scores.shape[-1], dtype=scores.dtype)
+    return tf.reduce_sum(picked, axis=-1, keepdims=True)
+
+
+def generator_classes(generator: keras.Model) -> int | None:
+    """The number of classes a conditional generator takes labels of; None: unconditional."""
+    names = [layer.name for layer in generator.layers]
+    if _LABEL_EMBEDDING not in names:
+        return None
+    return generator.get_layer(_LABEL_EMBEDDING).input_dim
 
 
 def _mlp_generator(length: int, z_dim: int, hidden: int, init: str) -> keras.Model:
@@ -211,10 +246,11 @@ def _mlp_critic(length: int, hidden: int, constraint, init: str, spectral: bool)
 
 def build_models(
     config: ModelConfig, shape: tuple[int, ...], clip: float | None = None,
-    xla: bool = False, spectral: bool = False,
+    xla: bool = False, spectral: bool = False, num_classes: int | None = None,
 ) -> tuple[keras.Model, keras.Model]:
     """(generator, critic) for samples of ``shape``; ``clip`` adds WGAN weight clipping,
-    ``spectral`` spectral normalization of the critic.
+    ``spectral`` spectral normalization of the critic, ``num_classes`` (the prepared data's
+    label count, None when unlabelled) the classes of a ``model.conditional`` pair.
 
     ``xla``: the models will train inside an XLA-compiled step, so a dcgan on
     single-channel images computes its image-side convolutions with
@@ -224,6 +260,7 @@ def build_models(
     """
     constraint = ClipWeights(clip) if clip is not None else None
     z_dim = latent_dim(config, shape)
+    classes = model_classes(config, shape, num_classes)
     if model_arch(config, shape) == "mlp":
         (length,) = shape
         return (_mlp_generator(length, z_dim, config.mlp_hidden, config.init),
@@ -231,6 +268,21 @@ def build_models(
     base = base_channels(config, shape)
     block_convs = xla and shape[-1] == 1
     extra = config.extra_layers
-    return (_dcgan_generator(shape, z_dim, base, extra, block_convs, config.init),
+    return (_dcgan_generator(shape, z_dim, base, extra, block_convs, config.init, classes),
             _dcgan_critic(shape, base, extra, config.critic_norm, constraint,
-                          block_convs and not spectral, config.init, spectral))
+                          block_convs and not spectral, config.init, spectral, classes))
+
+
+def model_classes(config: ModelConfig, shape: tuple[int, ...],
+                  num_classes: int | None) -> int | None:
+    """The class count the models condition on: ``num_classes`` with ``model.conditional``,
+    else None. Raises ValueError for a conditional model the data or arch cannot have."""
+    if not config.conditional:
+        return None
+    if model_arch(config, shape) != "dcgan":
+        raise ValueError("model.conditional: true applies to the dcgan only; set "
+                         "model.conditional: false for this data")
+    if num_classes is None:
+        raise ValueError("model.conditional: true needs class labels, but the prepared data "
+                         "has none (meta.json num_classes: null); set model.conditional: false")
+    return num_classes

@@ -26,6 +26,7 @@ from wgan.config import SampleConfig
 from wgan.files import atomic_path
 from wgan.generation import generate
 from wgan.model_files import load_model
+from wgan.models import generator_classes
 from wgan.prepared.format import read_meta
 from wgan.visualize import sample_grid, save_png
 
@@ -37,13 +38,17 @@ def load_generator(path: str | Path) -> keras.Model:
 
     Raises:
       FileNotFoundError, ValueError: naming ``path``, if it is missing, not a Keras model
-        file or not a model of one noise vector (then: re-run the train stage).
+        file or not a model of one noise vector, or of a noise vector and a class label
+        (then: re-run the train stage).
     """
     generator = load_model(path, "train")
-    shape = generator.input_shape
-    if not (isinstance(shape, tuple) and len(shape) == 2 and isinstance(shape[1], int)):
-        raise ValueError(f"{path} takes inputs of shape {shape}, not a batch of noise vectors "
-                         "[None, z]; re-run `dvc repro train`")
+    shapes = [tuple(t.shape) for t in generator.inputs]
+    noise = len(shapes[0]) == 2 and isinstance(shapes[0][1], int)
+    label = len(shapes) == 1 or (len(shapes) == 2 and shapes[1] == (None,)
+                                 and generator_classes(generator) is not None)
+    if not (noise and label):
+        raise ValueError(f"{path} takes inputs of shape {shapes}, not a batch of noise vectors "
+                         "[None, z] (and of class labels [None]); re-run `dvc repro train`")
     return generator
 
 
@@ -51,8 +56,12 @@ def write_samples(generator_path: str | Path, prepared_dir: str | Path, samples_
                   report_dir: str | Path, config: SampleConfig, seed: int) -> np.ndarray:
     """Generate ``config.n`` samples and write the sample stage's outputs; return them."""
     meta = read_meta(prepared_dir)
-    samples = generate(load_generator(generator_path), config.n, config.batch, seed,
-                       meta.is_image)
+    generator = load_generator(generator_path)
+    classes = generator_classes(generator)
+    if classes is not None and classes != meta.num_classes:
+        raise ValueError(f"{generator_path} draws {classes} classes, but {prepared_dir} has "
+                         f"{meta.num_classes}; retrain on this dataset")
+    samples = generate(generator, config.n, config.batch, seed, meta.is_image)
     if samples.shape[1:] != meta.shape:
         raise ValueError(f"generator makes samples of shape {list(samples.shape[1:])}, but "
                          f"{prepared_dir} holds {list(meta.shape)}; retrain on this dataset")

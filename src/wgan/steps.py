@@ -23,6 +23,7 @@ from wgan.config import TrainConfig
 from wgan.distribution import global_noise, global_std
 from wgan.ema import update_ema
 from wgan.losses import get_loss
+from wgan.models import class_score
 from wgan.penalties import get_penalty, interpolates, penalty_critic, perturbed, runs_off_tape
 from wgan.variants import get_variant
 
@@ -43,7 +44,7 @@ class TrainSteps:
     resumed run logs what an uninterrupted one does.
     """
 
-    critic_step: Callable  # (real PerReplica batch, seed [2] int64) -> metrics dict
+    critic_step: Callable  # (real PerReplica batch [, labels], seed [2] int64) -> metrics
     generator_step: Callable  # (seed [2] int64) -> metrics dict
     r1_every: int = 1
     # The critic step without the penalty, compiled apart (no dead branch); lazy R1 only.
@@ -82,6 +83,19 @@ def _scored_by_penalty(critic: keras.Model, penalty: Callable, real: tf.Tensor):
     return outputs[0], result
 
 
+def _at_labels(critic: Callable, labels: tf.Tensor | None) -> Callable:
+    """``critic`` as a function of the images alone, scored at ``labels`` (None: as is)."""
+    if labels is None:
+        return critic
+    return lambda x, **kwargs: class_score(critic(x, **kwargs), labels)
+
+
+def uniform_labels(classes: int, batch: int, seed: tf.Tensor) -> tf.Tensor:
+    """This replica's slice of ``batch`` labels drawn uniformly from ``classes``."""
+    u = global_noise("uniform", [batch], seed)
+    return tf.minimum(tf.cast(u * classes, tf.int32), classes - 1)
+
+
 def compiles_with_xla(train: TrainConfig, strategy: tf.distribute.Strategy) -> bool:
     """Whether :func:`make_train_steps` compiles the whole step with XLA.
 
@@ -100,8 +114,14 @@ def make_train_steps(
     train: TrainConfig,
     z_dim: int,
     ema: list[tf.Variable] | None = None,
+    classes: int | None = None,
 ) -> TrainSteps:
-    """Build the two distributed step functions for a resolved ``train`` config."""
+    """Build the two distributed step functions for a resolved ``train`` config.
+
+    ``classes``: a class-conditional pair (:mod:`wgan.models`). The critic step then takes
+    ``(images, labels)``: the fakes are drawn for the real batch's labels and scored, with
+    the penalty points, at them. The generator step draws uniform labels.
+    """
     variant = get_variant(train.variant)
     loss, penalty = get_loss(variant.loss), get_penalty(variant.penalty)
     sampling = variant.point_sampling(train.lp_sampling)
@@ -123,21 +143,30 @@ def make_train_steps(
                              global_std(tf.concat([real, fake], axis=0)))
         return interpolates(real, fake, global_noise("uniform", [batch], seed))
 
+    def generate(z, labels):
+        return generator(z if labels is None else [z, labels], training=True)
+
     def critic_grads(real, seed, regularise):
+        real, labels = real if classes else (real, None)
         z_seed, point_seed = _seeds(seed, 2)
         z = global_noise("normal", [batch, z_dim], z_seed)
-        fake = tf.stop_gradient(generator(z, training=True))
+        fake = tf.stop_gradient(generate(z, labels))
         real = tf.cast(real, fake.dtype)
+        scored = _at_labels(critic, labels)
         with tf.GradientTape() as tape:
             if not regularise:  # no penalty, no double backpropagation
-                d_real = critic(real, training=True)
+                d_real = scored(real, training=True)
             elif sampling == "real":
-                d_real, (pen, norms) = _scored_by_penalty(critic, penalty, real)
+                d_real, (pen, norms) = _scored_by_penalty(scored, penalty, real)
             else:
-                d_real = critic(real, training=True)
+                d_real = scored(real, training=True)
                 points = penalty_points(real, fake, point_seed)
-                pen, norms = penalty(penalty_critic(critic, tape, off_tape), points)
-            adversarial = loss.critic(d_real, critic(fake, training=True))
+                # wgan-lp's perturbed points are the reals' then the fakes': labels twice.
+                at = None if labels is None else tf.tile(
+                    labels, [tf.shape(points)[0] // tf.shape(real)[0]])
+                pen, norms = penalty(_at_labels(penalty_critic(critic, tape, off_tape), at),
+                                     points)
+            adversarial = loss.critic(d_real, scored(fake, training=True))
             if regularise:
                 # Fold the 2B perturbed points back onto the B examples they came from.
                 pen = tf.reduce_mean(tf.reshape(pen, [-1, tf.shape(adversarial)[0]]), axis=0)
@@ -155,10 +184,14 @@ def make_train_steps(
         return grads, metrics
 
     def generator_grads(seed):
+        labels = None
+        if classes:  # a split only here: unconditional runs keep their noise streams
+            seed, label_seed = _seeds(seed, 2)
+            labels = uniform_labels(classes, batch, label_seed)
         z = global_noise("normal", [batch, z_dim], seed)
         with tf.GradientTape() as tape:
-            fake = generator(z, training=True)
-            total = average(loss.generator(critic(fake, training=True)))
+            fake = generate(z, labels)
+            total = average(loss.generator(_at_labels(critic, labels)(fake, training=True)))
             scaled = g_opt.scale_loss(total)
         return tape.gradient(scaled, generator.trainable_variables), {"generator_loss": total}
 

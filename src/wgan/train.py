@@ -32,6 +32,7 @@ from wgan.distribution import (
     update_seed,
 )
 from wgan.files import write_json
+from wgan.generation import generator_inputs
 from wgan.metrics.masks import is_valid_mask
 from wgan.model_files import save_model
 from wgan.models import resolve_model
@@ -101,7 +102,8 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
         tf.config.experimental.enable_op_determinism()  # same seed, same losses on CPU
 
     # -- setup: everything that trains, its checkpoint, its data and its logs ----------
-    run = build_training(params.model, cfg, meta.shape, strategy, params.seed)
+    run = build_training(params.model, cfg, meta.shape, strategy, params.seed,
+                         num_classes=meta.num_classes)
     run_id = fingerprint(params, meta)
     checkpoints = Checkpoints(out.checkpoints, run.checkpointed(), run_id, say=_say)
     resumed = checkpoints.restore_or_start(cfg.steps)
@@ -113,17 +115,19 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
     grids.start(start)
     data = iter(strategy.distribute_datasets_from_function(
         lambda ctx: training_stream(prepared_dir, cfg.batch, seed=params.seed,
-                                    start=int(run.examples_seen.numpy()), input_context=ctx)))
+                                    start=int(run.examples_seen.numpy()), input_context=ctx,
+                                    with_labels=run.classes is not None)))
     # One TensorBoard run per configuration, so experiments do not pile into one curve.
     log = TrainingLog(out.curves, out.logs / f"{cfg.variant}-{run_id[:8]}", resume_at=start,
                       chief=is_chief())
     evaluations = start_evaluations(cfg, prepared_dir, classifier_dir, reference_dir, meta,
                                     params.seed, run.best, out.eval_curves,
                                     out.live if is_chief() else None, start)
-    fixed_z = tf.random.stateless_normal([100, run.z_dim], seed=[params.seed, 7])
+    fixed_z = tf.random.stateless_normal([100, run.z_dim], seed=[params.seed, 7]).numpy()
 
     def fixed_samples() -> np.ndarray:
-        return to_uint8(run.sampler(fixed_z, training=False).numpy(), meta.is_image)
+        x = run.sampler(generator_inputs(run.sampler, fixed_z), training=False)
+        return to_uint8(x.numpy(), meta.is_image)
 
     def check_finite_and_log() -> None:
         if bad := log.flush():

@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from wgan.config import ModelConfig, NetworkOptimizer, TrainConfig
-from wgan.models import build_models, latent_dim
+from wgan.models import build_models, latent_dim, model_classes
 from wgan.steps import TrainSteps, compiles_with_xla, make_train_steps
 from wgan.variants import get_variant
 
@@ -120,6 +120,7 @@ class TrainingSetup:
     best: BestSoFar
     steps: TrainSteps
     z_dim: int
+    classes: int | None = None  # a class-conditional pair's label count (model.conditional)
 
     @property
     def sampler(self) -> keras.Model:
@@ -150,12 +151,14 @@ class TrainingSetup:
 
 def build_training(model: ModelConfig, train: TrainConfig, shape: tuple[int, ...],
                    strategy: tf.distribute.Strategy, seed: int,
-                   xla_layers: bool = True) -> TrainingSetup:
-    """Build a run of resolved ``train`` on samples of ``shape``, seeded by ``seed``.
+                   xla_layers: bool = True, num_classes: int | None = None) -> TrainingSetup:
+    """Build a run of resolved ``train`` on samples of ``shape``, seeded by ``seed``;
+    ``num_classes`` is the prepared data's (None: unlabelled).
 
     ``xla_layers=False`` builds stock Keras layers even for an XLA step (tests compare the
     two).
     """
+    classes = model_classes(model, shape, num_classes)
     keras.utils.set_random_seed(seed)
     if train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -163,21 +166,22 @@ def build_training(model: ModelConfig, train: TrainConfig, shape: tuple[int, ...
     with strategy.scope():
         spectral = get_variant(train.variant).critic_constraint == "spectral"
         generator, critic = build_models(model, shape, train.clip, xla=xla and xla_layers,
-                                         spectral=spectral)
+                                         spectral=spectral, num_classes=classes)
         g_opt = make_optimizer(train.generator, train.mixed_precision)
         c_opt = make_optimizer(train.critic, train.mixed_precision)
         g_opt.build(generator.trainable_variables)
         c_opt.build(critic.trainable_variables)
         ema_generator = None
         if train.ema is not None:
-            ema_generator, _ = build_models(model, shape)
+            ema_generator, _ = build_models(model, shape, num_classes=classes)
             ema_generator.set_weights(generator.get_weights())
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         examples_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples_seen")
         seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
-        best = BestSoFar.create(build_models(model, shape)[0])
+        best = BestSoFar.create(build_models(model, shape, num_classes=classes)[0])
     z_dim = latent_dim(model, shape)
     steps = make_train_steps(strategy, generator, critic, g_opt, c_opt, train, z_dim,
-                             ema=ema_generator.weights if ema_generator else None)
+                             ema=ema_generator.weights if ema_generator else None,
+                             classes=classes)
     return TrainingSetup(strategy, generator, critic, g_opt, c_opt, ema_generator, step,
-                         examples_seen, seconds, best, steps, z_dim)
+                         examples_seen, seconds, best, steps, z_dim, classes)

@@ -236,21 +236,27 @@ def make_dataset(
     return ds.map(scale, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def _load_split(paths: list[Path], counts: list[int], meta: PreparedMeta) -> np.ndarray:
-    """Every uint8 sample of these shards, read by the parallel interleave into one array
-    (its size from ``counts``, which :func:`_checked_meta` has bounded by the files' sizes)."""
+def _load_split(paths: list[Path], counts: list[int], meta: PreparedMeta,
+                with_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every uint8 sample of these shards (and label, ``with_labels``), read by the
+    parallel interleave into one array (its size from ``counts``, which
+    :func:`_checked_meta` has bounded by the files' sizes)."""
     count = sum(counts)
     out = np.empty((count, *meta.shape), np.uint8)
-    ds = _read_records(paths).map(example_decoder(meta.shape, False),
+    labels = np.empty((count,), np.int64) if with_labels else None
+    ds = _read_records(paths).map(example_decoder(meta.shape, with_labels),
                                   num_parallel_calls=tf.data.AUTOTUNE)
     i, more = 0, False
     try:
         for batch in ds.batch(4096).prefetch(2).as_numpy_iterator():
-            more = i + len(batch) > count
+            x = batch[0] if with_labels else batch
+            more = i + len(x) > count
             if more:
                 break
-            out[i:i + len(batch)] = batch
-            i += len(batch)
+            out[i:i + len(x)] = x
+            if with_labels:
+                labels[i:i + len(x)] = batch[1]
+            i += len(x)
     except tf.errors.OpError as err:
         _raise_bad_shard(paths, counts, meta, err)
         raise
@@ -258,7 +264,13 @@ def _load_split(paths: list[Path], counts: list[int], meta: PreparedMeta) -> np.
         _raise_bad_shard(paths, counts, meta)
         raise ValueError(f"the shards hold {'more' if more else i} samples, but meta.json "
                          f"lists {count}; {REPREPARE}")
-    return out
+    if labels is not None:
+        bad = labels[(labels < 0) | (labels >= meta.num_classes)]
+        if bad.size:
+            raise ValueError(f"{paths[0].parent}: a label is {int(bad[0])}, outside 0.."
+                             f"{meta.num_classes - 1} (meta.json num_classes); {REPREPARE}")
+        labels = labels.astype(np.int32)
+    return out, labels
 
 
 def training_stream(
@@ -269,8 +281,10 @@ def training_stream(
     start: int = 0,
     input_context: tf.distribute.InputContext | None = None,
     split: str = "train",
+    with_labels: bool = False,
 ) -> tf.data.Dataset:
-    """The endless, exactly resumable stream of float training batches.
+    """The endless, exactly resumable stream of float training batches (``with_labels``:
+    ``(images, int32 labels)`` pairs, for a class-conditional model).
 
     Epoch ``e`` visits every sample once in the order of a stateless permutation
     seeded by ``(seed, e)`` (``tf.random.experimental.index_shuffle``), so the stream
@@ -297,8 +311,13 @@ def training_stream(
         raise ValueError(f"{prepared_dir}: the {split} shards of input pipeline {pipeline_id} "
                          f"(every {pipelines}th from shard {pipeline_id}) hold no samples; "
                          "lower data.shards and re-run prepare")
-    samples = tf.constant(_load_split(files[pipeline_id::pipelines],
-                                      sizes[pipeline_id::pipelines], meta))
+    if with_labels and meta.num_classes is None:
+        raise ValueError(f"{prepared_dir}: meta.json has no classes (num_classes: null), so "
+                         "the training stream has no labels; set model.conditional: false")
+    samples, labels = _load_split(files[pipeline_id::pipelines], sizes[pipeline_id::pipelines],
+                                  meta, with_labels)
+    samples = tf.constant(samples)
+    labels = None if labels is None else tf.constant(labels)
     n = int(samples.shape[0])
 
     def index(i):
@@ -306,8 +325,12 @@ def training_stream(
         return tf.random.experimental.index_shuffle(i % n, seeds, n - 1)
 
     ds = tf.data.Dataset.range(start // pipelines, 2**62).map(index).batch(per_batch)
-    ds = ds.map(lambda idx: to_float(tf.gather(samples, idx), meta.is_image),
-                num_parallel_calls=tf.data.AUTOTUNE)
+
+    def batch(idx):
+        x = to_float(tf.gather(samples, idx), meta.is_image)
+        return x if labels is None else (x, tf.gather(labels, idx))
+
+    ds = ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
