@@ -83,6 +83,11 @@ def test_repository_params_are_valid_and_complete():
         ({"data": {"name": "mask"}, "model": {"extra_layers": 2}},
          r"model.extra_layers: 2 applies to the dcgan only"),
         ({"model": {"extra_layers": -1}}, r"model.extra_layers: "),
+        ({"data": {"name": "celeba"}, "model": {"conditional": True}},
+         r"^model.conditional: true needs class labels, which data.name 'celeba' has none of "
+         r"\(labelled: mnist, cifar10\); set model.conditional: false$"),
+        ({"data": {"name": "mask"}, "model": {"conditional": True}},
+         r"^model.conditional: true needs class labels, which data.name 'mask'"),
         ({"data": {"name": "celeba", "celeba": {"resize": 48}}},
          r"data.celeba.resize: dcgan supports sides 4·2\^k or 7·2\^k .* got 48"),
         ({"data": {"name": "folder", "folder": {"resize": 14}}}, r"data.folder.resize: .* got 14"),

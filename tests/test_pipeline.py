@@ -147,7 +147,8 @@ def test_killed_prepare_leaves_no_complete_looking_output(tmp_path):
     write_params(tmp_path, data={"name": "folder", "shards": 2, "workers": 1,
                                  "folder": {"path": "data/raw/images", "crop": None,
                                             "resize": 32, "filter": "bicubic",
-                                            "test_fraction": 0.1}})
+                                            "test_fraction": 0.1}},
+                 model={"conditional": False})  # unlabelled images
     out = tmp_path / "data/prepared/folder"
     cmd = [sys.executable, str(ROOT / "stages/prepare.py"), str(out)]
     _kill_while_writing(subprocess.Popen(cmd, cwd=tmp_path, env=_env(ROOT)), out)

@@ -404,6 +404,9 @@ def _check_critic_norm(params: Params) -> None:
                           f"variant {params.train.variant!r} needs; use {allowed}")
 
 
+LABELLED_DATA = ("mnist", "cifar10")  # the data sets whose prepared records carry a class
+
+
 def _check_model_fits_data(params: Params) -> None:
     """Refuse data/model combinations that would only fail after prepare has run."""
     data, model = params.data, params.model
@@ -417,6 +420,10 @@ def _check_model_fits_data(params: Params) -> None:
     if data.name == "mask" and model.extra_layers:
         raise ParamsError(f"model.extra_layers: {model.extra_layers} applies to the dcgan only; "
                           "the mask (mlp) networks have no conv layers; set 0")
+    if model.conditional and data.name not in LABELLED_DATA:
+        raise ParamsError(f"model.conditional: true needs class labels, which data.name "
+                          f"{data.name!r} has none of (labelled: {', '.join(LABELLED_DATA)}); "
+                          "set model.conditional: false")
     if data.name in ("celeba", "folder", "lsun"):
         resize = getattr(data, data.name).resize
         try:

@@ -7,7 +7,8 @@ example and averaged against the global batch. Each replica function is wrapped 
 ``tf.function`` that runs it on every replica and sums the per-replica metrics, so the
 returned numbers are global means. Inputs are tensors
 only (no retracing). On one replica with ``train.jit_compile`` the whole step
-(gradients, update, weight clipping, metrics) is one XLA cluster.
+(gradients, update, weight clipping, metrics) is one XLA cluster. A class-conditional pair
+(``model.conditional``) is scored at each example's label (:func:`_at_labels`).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def _at_labels(critic: Callable, labels: tf.Tensor | None) -> Callable:
     return lambda x, **kwargs: class_score(critic(x, **kwargs), labels)
 
 
-def uniform_labels(classes: int, batch: int, seed: tf.Tensor) -> tf.Tensor:
+def _uniform_labels(classes: int, batch: int, seed: tf.Tensor) -> tf.Tensor:
     """This replica's slice of ``batch`` labels drawn uniformly from ``classes``."""
     u = global_noise("uniform", [batch], seed)
     return tf.minimum(tf.cast(u * classes, tf.int32), classes - 1)
@@ -187,7 +188,7 @@ def make_train_steps(
         labels = None
         if classes:  # a split only here: unconditional runs keep their noise streams
             seed, label_seed = _seeds(seed, 2)
-            labels = uniform_labels(classes, batch, label_seed)
+            labels = _uniform_labels(classes, batch, label_seed)
         z = global_noise("normal", [batch, z_dim], seed)
         with tf.GradientTape() as tape:
             fake = generate(z, labels)
