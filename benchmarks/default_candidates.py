@@ -30,7 +30,7 @@ from benchmarks.common import ROOT
 from benchmarks.train_steps import _alternating, _build
 
 SHAPE = (28, 28, 1)
-BASELINE = "wgan-gp c2 b32"  # the default run's own iteration
+BASELINE = "wgan-gp c2 b32 extra1 conditional"  # the default run's own iteration
 # name -> (variant, model params, batch, train params): only what changes a step's cost
 # (learning rates, betas and the EMA decay do not; every candidate keeps the EMA).
 COSTS = {

@@ -153,7 +153,9 @@ def _embedded_default(size: str) -> Figure:
     return Figure(
         id="repro.default_s", what="embedded default `dvc repro` on a fresh clone (bundled "
         f"MNIST, {params['train']['variant']}, {params['train']['steps']} steps, "
-        f"model.base_channels {params['model']['base_channels'] or 'default'}, sample, "
+        f"model.base_channels {params['model']['base_channels'] or 'default'}, extra_layers "
+        f"{params['model'].get('extra_layers', 0)}, "
+        f"{'conditional' if params['model'].get('conditional') else 'unconditional'}, sample, "
         "classifier, evaluate), no package install",
         value=round(seconds, 1), unit="s", command=command("dvc_pipeline", size),
         target=f"<= {TARGET_REPRO_S} and mode coverage 10/10",

@@ -37,8 +37,8 @@ from wgan.metrics.masks import is_valid_mask
 from wgan.model_files import save_model
 from wgan.models import resolve_model
 from wgan.monitor import start_evaluations
-from wgan.prepared.format import PreparedMeta, read_meta, to_uint8
-from wgan.prepared.read import training_stream
+from wgan.prepared.format import PreparedMeta, to_uint8
+from wgan.prepared.read import checked_meta, training_stream
 from wgan.training_log import ProgressGrids, TrainingLog
 from wgan.training_setup import (
     TrainingSetup,
@@ -94,7 +94,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
     # -- distribution first: a multi-worker strategy must exist before any TensorFlow op.
     strategy = make_strategy(cfg.strategy)
     per_replica_batch(cfg.batch, strategy)
-    meta = read_meta(prepared_dir)
+    meta = checked_meta(Path(prepared_dir))  # the shards' faults first: the model follows meta
     out = out.for_this_worker()
     for key, value in ignored_knobs(params.train).items():
         _say(f"notice: {key}={value!r} is not read by variant {cfg.variant!r}; ignored")

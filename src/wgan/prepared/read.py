@@ -44,7 +44,7 @@ from wgan.prepared.format import (
     to_float,
 )
 
-__all__ = ["make_dataset", "training_stream", "read_numpy", "shard_errors_named"]
+__all__ = ["checked_meta", "make_dataset", "training_stream", "read_numpy", "shard_errors_named"]
 
 _FRAMING = 16  # bytes around each record: its length, the length's CRC, the data's CRC
 _EXAMPLE_SLACK = 256  # a record is its sample's bytes plus < 30 bytes of tf.train.Example
@@ -55,8 +55,9 @@ _MAX_DEFLATE_RATIO = 1032
 _TF_NOISE = re.compile(r"\{\{function_node [^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\]( name: ?\S*)?")
 
 
-def _checked_meta(prepared_dir: Path) -> PreparedMeta:
-    """``meta.json``, after checking every shard it lists against it (see the module doc)."""
+def checked_meta(prepared_dir: Path) -> PreparedMeta:
+    """``meta.json``, after checking every shard it lists against it (see the module doc):
+    what train builds its models from."""
     meta = read_meta(prepared_dir)
     for split, counts in meta.shard_counts.items():
         for path, count in zip(_shard_paths(prepared_dir, meta, split), counts, strict=True):
@@ -224,7 +225,7 @@ def make_dataset(
     bounded by the shuffle buffer, whatever the split size.
     """
     prepared_dir = Path(prepared_dir)
-    meta = _checked_meta(prepared_dir)
+    meta = checked_meta(prepared_dir)
     ds = _read_records(_shard_paths(prepared_dir, meta, split))
     ds = ds.map(example_decoder(meta.shape, with_labels), num_parallel_calls=tf.data.AUTOTUNE)
     if shuffle:
@@ -240,7 +241,7 @@ def _load_split(paths: list[Path], counts: list[int], meta: PreparedMeta,
                 with_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Every uint8 sample of these shards (and label, ``with_labels``), read by the
     parallel interleave into one array (its size from ``counts``, which
-    :func:`_checked_meta` has bounded by the files' sizes)."""
+    :func:`checked_meta` has bounded by the files' sizes)."""
     count = sum(counts)
     out = np.empty((count, *meta.shape), np.uint8)
     labels = np.empty((count,), np.int64) if with_labels else None
@@ -296,7 +297,7 @@ def training_stream(
     files are split between workers and each pipeline yields per-replica batches.
     """
     prepared_dir = Path(prepared_dir)
-    meta = _checked_meta(prepared_dir)
+    meta = checked_meta(prepared_dir)
     files = _shard_paths(prepared_dir, meta, split)
     sizes = meta.shard_counts[split]
     per_batch, pipelines, pipeline_id = batch_size, 1, 0
@@ -337,7 +338,7 @@ def training_stream(
 def read_numpy(prepared_dir: str | Path, split: str, limit: int | None = None) -> Iterator:
     """Yield ``(uint8 samples, labels or None)`` in order, 1,000 at a time, for evaluation."""
     prepared_dir = Path(prepared_dir)
-    meta = _checked_meta(prepared_dir)
+    meta = checked_meta(prepared_dir)
     labelled = meta.num_classes is not None
     paths = _shard_paths(prepared_dir, meta, split)
     ds = tf.data.TFRecordDataset([str(p) for p in paths], compression_type="GZIP")
