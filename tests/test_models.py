@@ -12,7 +12,8 @@ from conftest import TINY_MODEL, TINY_TRAIN
 from wgan.checkpoints import fingerprint
 from wgan.config import ModelConfig, parse_params
 from wgan.generation import generate, generator_inputs
-from wgan.models import build_models, class_score, generator_classes
+from wgan.model_files import generator_classes
+from wgan.models import build_models, class_score
 from wgan.prepared.format import read_meta, to_uint8
 from wgan.train import TrainOutputs, train
 
@@ -131,4 +132,4 @@ def test_generate_draws_sample_i_as_class_i_mod_k():
     expected = to_uint8(np.asarray(generator([z, np.arange(23, dtype=np.int32) % 10],
                                              training=False)), True)
     assert np.array_equal(samples, expected)
-    assert generator_inputs(generator, z[:3], start=19)[1].tolist() == [9, 0, 1]
+    assert generator_inputs(z[:3], 19, 10)[1].tolist() == [9, 0, 1]

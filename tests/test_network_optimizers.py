@@ -185,14 +185,14 @@ def test_a_real_run_records_and_uses_each_networks_optimizer(tmp_path, digits):
 
 
 def _layout_3_fingerprint(params, meta) -> str:
-    """The fingerprint as computed before per-network optimizers, model.init and
-    train.r1_every existed."""
+    """The fingerprint as computed before per-network optimizers, model.init,
+    train.r1_every and model.conditional existed."""
     train = to_dict(resolve_train(params.train))
     for key in ("generator", "critic", "steps", "log_every", "sample_every", "checkpoint_every",
                 "check_every", "stop_when_valid", "strategy", "eval_every", "eval_n",
                 "target_ratio", "clip", "lp_sampling", "perturb", "r1_every"):
         train.pop(key)
-    model = {k: v for k, v in to_dict(params.model).items() if k != "init"}
+    model = {k: v for k, v in to_dict(params.model).items() if k not in ("init", "conditional")}
     blob = json.dumps({"train": train, "model": model, "seed": params.seed, "data": meta.sha256,
                        "data_params": meta.params}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -219,6 +219,8 @@ def test_fingerprint_covers_each_networks_optimizer_and_keeps_older_stamps(digit
     r1 = parse_params({"train": {**TINY_TRAIN, "variant": "gan-r1"}, "model": TINY_MODEL})
     assert fp(variant="gan-r1") == _layout_3_fingerprint(r1, meta)
     assert fp(variant="gan-r1", r1_every=2) != fp(variant="gan-r1")
+    conditional = parse_params({"train": TINY_TRAIN, "model": {**TINY_MODEL, "conditional": True}})
+    assert fingerprint(conditional, meta) != default
 
 
 def test_a_run_resumes_its_own_optimizers_and_restarts_for_others(tmp_path, digits, capsys):

@@ -108,14 +108,29 @@ def test_a_generator_of_the_wrong_input_is_named(tmp_path):
         load_generator(tmp_path / "generator.keras")
 
 
-def test_a_two_input_generator_without_a_label_embedding_is_named(tmp_path):
-    # [z, label] is a conditional generator's input only with the class embedding that
-    # says how many classes it draws; any other second input is refused.
-    z, other = keras.Input((4,)), keras.Input(())
-    out = keras.layers.Dense(2)(keras.layers.Concatenate()([z, keras.layers.Reshape((1,))(other)]))
-    save_model(keras.Model([z, other], out), tmp_path / "generator.keras")
-    with pytest.raises(ValueError, match=r"generator.keras takes inputs of shape "
-                                         r"\[\(None, 4\), \(None,\)\], not a batch"):
+def _label_case(case: str) -> keras.Model:
+    z = keras.Input((4,))
+    if case == "one input with an embedding":  # claims classes it cannot be given
+        return keras.Model(z, keras.layers.Embedding(10, 2, name="label_embedding")(z))
+    other = keras.Input((), dtype="float32" if case == "float label" else "int32")
+    if case == "no embedding":
+        second = keras.layers.Reshape((1,))(other)
+    else:  # "float label"
+        second = keras.layers.Embedding(10, 1, name="label_embedding")(other)
+    return keras.Model([z, other], keras.layers.Concatenate()([z, second]))
+
+
+@pytest.mark.parametrize("case, shapes", [
+    ("no embedding", r"\[\(None, 4\), \(None,\)\]"),
+    ("float label", r"\[\(None, 4\), \(None,\)\]"),
+    ("one input with an embedding", r"\[\(None, 4\)\]")])
+def test_a_generator_whose_inputs_do_not_match_its_label_embedding_is_named(tmp_path, case,
+                                                                            shapes):
+    # [z, int label] is a conditional generator's input only with the class embedding that
+    # says how many classes it draws, and only then.
+    save_model(_label_case(case), tmp_path / "generator.keras")
+    with pytest.raises(ValueError, match=rf"generator.keras takes inputs of shape {shapes}, "
+                                         r"not a batch of noise vectors"):
         load_generator(tmp_path / "generator.keras")
 
 

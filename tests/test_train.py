@@ -30,7 +30,8 @@ from PIL import Image
 from wgan.checkpoints import fingerprint, first_non_finite
 from wgan.config import SampleConfig, parse_params
 from wgan.metrics.masks import is_valid_mask
-from wgan.models import build_models, generator_classes
+from wgan.model_files import generator_classes
+from wgan.models import build_models
 from wgan.prepared.format import read_meta
 from wgan.prepared.write import Source, write_prepared
 from wgan.sample import load_generator, write_samples

@@ -61,7 +61,7 @@ def _as_layout_3(train: dict, model: dict) -> None:
     what a layout-3 run computed keeps its fingerprint (its checkpoint still resumes): two
     networks with one optimizer hash as the shared ``train.*`` knobs did, two different ones
     as each network's; ``model.init`` only when it is not Keras' default; ``r1_every`` only
-    when it is not 1 (every critic step)."""
+    when it is not 1 (every critic step); ``model.conditional`` only when true."""
     nets = {net: train.pop(net) for net in NETWORKS}
     for key in nets["generator"]:
         train.pop(key)
@@ -70,6 +70,8 @@ def _as_layout_3(train: dict, model: dict) -> None:
         del train["r1_every"]
     if model["init"] == "keras":
         del model["init"]
+    if not model["conditional"]:
+        del model["conditional"]
 
 
 def first_non_finite(variables: list) -> str | None:

@@ -16,16 +16,16 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from wgan.models import generator_classes
+from wgan.model_files import generator_classes
 from wgan.prepared.format import to_uint8
 
 __all__ = ["generate", "generator_inputs"]
 
 
-def generator_inputs(generator: keras.Model, z, start: int = 0):
-    """What ``generator`` takes for the noise ``z`` [n, z_dim] at stream position ``start``:
-    ``z`` itself, or ``[z, labels]`` with labels (start + i) mod K for a conditional one."""
-    classes = generator_classes(generator)
+def generator_inputs(z: np.ndarray, start: int, classes: int | None) -> np.ndarray | list:
+    """What a generator of ``classes`` (None: unconditional) takes for the noise ``z``
+    [n, z_dim] at stream position ``start``: ``z``, or ``[z, labels]`` with labels
+    (start + i) mod ``classes``."""
     if classes is None:
         return z
     return [z, (np.arange(start, start + len(z)) % classes).astype(np.int32)]
@@ -33,12 +33,12 @@ def generator_inputs(generator: keras.Model, z, start: int = 0):
 
 def generate(generator: keras.Model, n: int, batch: int, seed: int, is_image: bool) -> np.ndarray:
     """``n`` uint8 samples in the prepared layout, ``batch`` generator calls at a time."""
-    z_dim = generator.inputs[0].shape[-1]
+    z_dim, classes = generator.inputs[0].shape[-1], generator_classes(generator)
     rng = np.random.default_rng(seed)
     out = None
     for start in range(0, n, batch):
         z = rng.standard_normal((min(batch, n - start), z_dim), dtype=np.float32)
-        x = generator(generator_inputs(generator, z, start), training=False)
+        x = generator(generator_inputs(z, start, classes), training=False)
         x = to_uint8(keras.ops.convert_to_numpy(x), is_image)
         if out is None:
             out = np.empty((n, *x.shape[1:]), np.uint8)

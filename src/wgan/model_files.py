@@ -22,7 +22,9 @@ import keras
 
 from wgan.files import atomic_path
 
-__all__ = ["load_model", "save_model"]
+__all__ = ["LABEL_EMBEDDING", "generator_classes", "load_model", "save_model"]
+
+LABEL_EMBEDDING = "label_embedding"  # the layer of a conditional generator that takes the class
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip header can hold
 # Deflate data never inflates to more than 1032 times its size (stored data: once), so a
@@ -56,6 +58,15 @@ def _rewrite(keras_file: Path, path: Path) -> None:
                 big = info.file_size > zipfile.ZIP64_LIMIT
                 with src.open(info) as data, out.open(entry, "w", force_zip64=big) as copy:
                     shutil.copyfileobj(data, copy, 1 << 20)
+
+
+def generator_classes(generator: keras.Model) -> int | None:
+    """The number of classes a conditional generator (``model.conditional``) draws, read
+    from its label embedding; None for a generator without one."""
+    for layer in generator.layers:
+        if layer.name == LABEL_EMBEDDING and isinstance(layer, keras.layers.Embedding):
+            return int(layer.input_dim)
+    return None
 
 
 def load_model(path: str | Path, stage: str) -> keras.Model:

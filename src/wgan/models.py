@@ -40,15 +40,14 @@ from keras import layers
 
 from wgan.block_conv import BlockConv2D, BlockConv2DTranspose
 from wgan.config import ModelConfig
+from wgan.model_files import LABEL_EMBEDDING
 from wgan.model_geometry import dcgan_plan
 from wgan.spectral_norm import SpectralNorm
 
-__all__ = ["build_models", "base_channels", "class_score", "generator_classes",
-           "initializers", "latent_dim", "model_arch", "model_classes", "resolve_model",
-           "ClipWeights"]
+__all__ = ["build_models", "base_channels", "class_score", "initializers", "latent_dim",
+           "model_arch", "model_classes", "resolve_model", "ClipWeights"]
 
 _INIT_STD = 0.02
-_LABEL_EMBEDDING = "label_embedding"  # names the conditional generator's class input
 
 
 def model_arch(config: ModelConfig, shape: tuple[int, ...]) -> str:
@@ -150,7 +149,7 @@ def _dcgan_generator(shape, z_dim: int, base: int, extra: int, block_convs: bool
     x = layers.Dense(side * side * channels, use_bias=False, **initializers(init))(z)
     if classes is not None:
         inputs.append(keras.Input((), dtype="int32", name="label"))
-        x = layers.Add()([x, layers.Embedding(classes, x.shape[-1], name=_LABEL_EMBEDDING)(
+        x = layers.Add()([x, layers.Embedding(classes, x.shape[-1], name=LABEL_EMBEDDING)(
             inputs[1])])
     x = _batch_norm_relu(x, init)
     x = layers.Reshape((side, side, channels))(x)
@@ -216,14 +215,6 @@ def class_score(scores: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
         return scores
     picked = scores * tf.one_hot(labels, scores.shape[-1], dtype=scores.dtype)
     return tf.reduce_sum(picked, axis=-1, keepdims=True)
-
-
-def generator_classes(generator: keras.Model) -> int | None:
-    """The number of classes a conditional generator takes labels of; None: unconditional."""
-    names = [layer.name for layer in generator.layers]
-    if _LABEL_EMBEDDING not in names:
-        return None
-    return generator.get_layer(_LABEL_EMBEDDING).input_dim
 
 
 def _mlp_generator(length: int, z_dim: int, hidden: int, init: str) -> keras.Model:

@@ -25,8 +25,7 @@ import numpy as np
 from wgan.config import SampleConfig
 from wgan.files import atomic_path
 from wgan.generation import generate
-from wgan.model_files import load_model
-from wgan.models import generator_classes
+from wgan.model_files import generator_classes, load_model
 from wgan.prepared.format import read_meta
 from wgan.visualize import sample_grid, save_png
 
@@ -43,10 +42,11 @@ def load_generator(path: str | Path) -> keras.Model:
     """
     generator = load_model(path, "train")
     shapes = [tuple(t.shape) for t in generator.inputs]
+    classes = generator_classes(generator)
     noise = len(shapes[0]) == 2 and isinstance(shapes[0][1], int)
-    label = len(shapes) == 1 or (len(shapes) == 2 and shapes[1] == (None,)
-                                 and generator_classes(generator) is not None)
-    if not (noise and label):
+    inputs_match = len(shapes) == 1 if classes is None else (
+        len(shapes) == 2 and shapes[1] == (None,) and "int" in str(generator.inputs[1].dtype))
+    if not (noise and inputs_match):
         raise ValueError(f"{path} takes inputs of shape {shapes}, not a batch of noise vectors "
                          "[None, z] (and of class labels [None]); re-run `dvc repro train`")
     return generator

@@ -45,7 +45,7 @@ class TrainSteps:
     resumed run logs what an uninterrupted one does.
     """
 
-    critic_step: Callable  # (real PerReplica batch [, labels], seed [2] int64) -> metrics
+    critic_step: Callable  # (real or (real, labels) PerReplica batch, seed [2] int64) -> metrics
     generator_step: Callable  # (seed [2] int64) -> metrics dict
     r1_every: int = 1
     # The critic step without the penalty, compiled apart (no dead branch); lazy R1 only.
@@ -66,7 +66,7 @@ def _seeds(seed: tf.Tensor, n: int) -> list[tf.Tensor]:
     return list(tf.unstack(tf.random.experimental.stateless_split(seed, n)))
 
 
-def _scored_by_penalty(critic: keras.Model, penalty: Callable, real: tf.Tensor):
+def _scored_by_penalty(critic: Callable, penalty: Callable, real: tf.Tensor):
     """(D(x), penalty(D, x)) from the one forward pass the penalty makes over the real batch.
 
     R1 penalises the real batch itself, so the forward pass under the penalty's inner tape

@@ -126,7 +126,7 @@ def train(params: Params, prepared_dir: str | Path, out: TrainOutputs,
     fixed_z = tf.random.stateless_normal([100, run.z_dim], seed=[params.seed, 7]).numpy()
 
     def fixed_samples() -> np.ndarray:
-        x = run.sampler(generator_inputs(run.sampler, fixed_z), training=False)
+        x = run.sampler(generator_inputs(fixed_z, 0, run.classes), training=False)
         return to_uint8(x.numpy(), meta.is_image)
 
     def check_finite_and_log() -> None:
